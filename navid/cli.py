@@ -1,0 +1,52 @@
+"""``navid <command>``: a thin argparse front; each command lives in ``navid.commands``.
+
+Every command module exposes ``register(subparsers)``, which adds its parser(s) and sets
+``func`` to a function taking the parsed arguments. Errors that come from bad input
+(``ConfigError``, ``FileNotFoundError``, ``ValueError`` and friends) are printed as one
+clear line with exit status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from navid import __version__
+
+COMMAND_MODULES = (
+    "navid.commands.data",
+)
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="navid", description="Neighboring Autoregressive video generation")
+    parser.add_argument("--version", action="version", version=f"navid {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and trailing ``key=value`` overrides, shared by config-driven commands."""
+    parser.add_argument("--config", help="YAML config file (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except USER_ERRORS as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"navid {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

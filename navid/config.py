@@ -1,0 +1,141 @@
+"""Typed configuration: dataclass schemas + YAML files + ``key=value`` overrides.
+
+Every command that takes ``--config FILE`` builds its config with :func:`load_config`:
+the schema's defaults, then the YAML file, then the command-line overrides. Unknown keys,
+values of the wrong type and missing mandatory values raise :class:`ConfigError` naming
+the key and where it came from, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Type, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, mistyped or missing; the message names the key."""
+
+
+def _describe(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    msg = str(getattr(err, "msg", None) or err).splitlines()[0]
+    return f"key '{key}': {msg}" if key else msg
+
+
+def _merge(base: Any, other: Any, source: str) -> Any:
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{source}: {_describe(err)}") from None
+
+
+def parse_overrides(overrides: Sequence[str]) -> Any:
+    """Parse ``key=value`` strings (omegaconf dotlist syntax) into a config."""
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"command-line overrides: {_describe(err)}") from None
+
+
+def load_config(schema: Type[T], path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> T:
+    """Return an instance of the dataclass ``schema`` built from defaults, file and overrides.
+
+    ``__post_init__`` validation of the schema runs on the final values; its ``ValueError``
+    is re-raised as :class:`ConfigError`.
+    """
+    cfg = OmegaConf.structured(schema)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            file_cfg = OmegaConf.load(path)
+        except Exception as err:  # yaml.YAMLError carries the line number in its message
+            raise ConfigError(f"{path}: cannot parse YAML: {err}") from None
+        cfg = _merge(cfg, file_cfg, str(path))
+    cfg = _merge(cfg, parse_overrides(overrides), "command-line overrides")
+    try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ConfigError(f"missing value for key(s): {', '.join(missing)}")
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_describe(err)) from None
+    except (ValueError, TypeError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(str(err)) from None
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain-``dict`` copy of a config (for checkpoints loaded with ``weights_only=True``)."""
+    if dataclasses.is_dataclass(cfg):
+        return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def from_dict(schema: Type[T], data: dict) -> T:
+    """Rebuild a typed config from :func:`to_dict` output (strict: unknown keys are errors)."""
+    cfg = _merge(OmegaConf.structured(schema), OmegaConf.create(data), "stored config")
+    return OmegaConf.to_object(cfg)
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning ``Trainer`` settings; the same code runs on CPU, one GPU, many GPUs or nodes.
+
+    ``devices`` is ``Any`` because Lightning takes an int, a list of ids or ``"auto"``.
+    """
+
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    max_steps: int = 1000
+    max_time_minutes: Optional[float] = None
+    log_every_n_steps: int = 10
+    gradient_clip_val: float = 1.0
+    accumulate_grad_batches: int = 1
+    checkpoint_every_n_steps: int = 200
+    val_every_n_steps: int = 500
+    limit_val_batches: int = 8
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_steps <= 0:
+            raise ValueError(f"key 'trainer.max_steps' must be positive, got {self.max_steps}")
+        if self.num_nodes <= 0:
+            raise ValueError(f"key 'trainer.num_nodes' must be positive, got {self.num_nodes}")
+        if self.checkpoint_every_n_steps <= 0:
+            raise ValueError("key 'trainer.checkpoint_every_n_steps' must be positive")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up and cosine decay to ``min_lr_ratio * lr``."""
+
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    ema_decay: float = 0.999
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"key 'optim.lr' must be positive, got {self.lr}")
+        if len(self.betas) != 2:
+            raise ValueError("key 'optim.betas' must have two values")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError("key 'optim.ema_decay' must be in [0, 1)")

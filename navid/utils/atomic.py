@@ -1,0 +1,73 @@
+"""Atomic file output: every file navid writes appears whole or not at all.
+
+A crash (or SIGKILL) while writing leaves at most a hidden temporary file next to the
+target, never a truncated target, so a half-written checkpoint or report can't be
+mistaken for a good one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it onto ``path`` on success.
+
+    The temporary file keeps the target's suffix so writers that pick a format from the
+    extension (imageio, PyAV, numpy) behave as they would on the final name.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def prepare_output_dir(path: str | os.PathLike, overwrite: bool, what: str = "--out") -> Path:
+    """Create an output folder, refusing to reuse a non-empty one unless ``overwrite``.
+
+    Existing files are never deleted here: with ``overwrite`` they are replaced file by
+    file as the command writes its own outputs.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{what} {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{what} {out} exists and is not empty; pass --overwrite to write into it")
+    out.mkdir(parents=True, exist_ok=True)
+    return out

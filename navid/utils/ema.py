@@ -1,0 +1,17 @@
+"""Exponential moving average of model weights (sampling and evaluation use the EMA copy)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
+    """``ema = decay * ema + (1 - decay) * model`` for parameters; buffers are copied."""
+    ema_params = dict(ema_model.named_parameters())
+    for name, param in model.named_parameters():
+        ema_params[name].lerp_(param.detach().to(ema_params[name].dtype), 1.0 - decay)
+    ema_buffers = dict(ema_model.named_buffers())
+    for name, buf in model.named_buffers():
+        ema_buffers[name].copy_(buf)
