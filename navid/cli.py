@@ -17,6 +17,7 @@ from navid import __version__
 
 COMMAND_MODULES = (
     "navid.commands.data",
+    "navid.commands.generator",
 )
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError)

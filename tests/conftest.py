@@ -12,3 +12,17 @@ FIXTURES = Path(__file__).parent / "fixtures"
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A tiny synthesised UCF-101-layout dataset (4 classes x 4 videos, 20 frames, 64x64), shared read-only.
+
+    Fold 1 puts group 1 (one video per class) in the test split and the other 3 in train.
+    """
+    from navid.data.synthetic import synthesize_dataset
+
+    return synthesize_dataset(
+        tmp_path_factory.mktemp("synth") / "ucf", classes=4, videos_per_class=4, frames=20, size=64, seed=0,
+        progress=False,
+    )

@@ -1,0 +1,1 @@
+"""One module per ``navid`` subcommand; each exposes ``register(subparsers)``."""

@@ -1,0 +1,253 @@
+"""Reading and writing video files: uint8 ``(T, H, W, 3)`` RGB arrays at the file boundary.
+
+Decoding uses decord (fast random access by frame index) and falls back to PyAV when
+decord is not installed or cannot open a file; GIFs go through PyAV. Both decoders are
+kept interchangeable: for the files navid writes and for UCF-101's AVIs they return the
+same bytes (``tests/test_video_io.py`` checks it), so which one ran never changes a result.
+Writing picks the container and codec from the suffix and is atomic.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from navid.utils.atomic import atomic_path
+
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv", ".gif")
+BACKENDS = ("auto", "decord", "pyav")
+
+
+class VideoReadError(RuntimeError):
+    """A file could not be decoded (corrupt, truncated, empty, not a video, or index out of range)."""
+
+
+@dataclass
+class VideoInfo:
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+
+
+def _decord():
+    try:
+        import decord
+    except ImportError:
+        return None
+    return decord
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown video backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+
+
+def _use_decord(path: Path, backend: str) -> bool:
+    return backend == "decord" or (backend == "auto" and path.suffix.lower() != ".gif" and _decord() is not None)
+
+
+def _check_indices(path: Path, indices: np.ndarray, num_frames: int) -> None:
+    if indices.size and (indices.min() < 0 or indices.max() >= num_frames):
+        raise VideoReadError(
+            f"{path}: frame indices [{indices.min()}, {indices.max()}] out of range for {num_frames} frames"
+        )
+
+
+# ---------------------------------------------------------------- decord
+def _decord_reader(path: Path):
+    decord = _decord()
+    if decord is None:
+        raise VideoReadError(f"{path}: decord is not installed")
+    try:
+        return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    except Exception as err:  # decord raises DECORDError / RuntimeError with C++ messages
+        raise VideoReadError(f"{path}: decord cannot open the file ({str(err).splitlines()[0]})") from None
+
+
+def _probe_decord(path: Path) -> VideoInfo:
+    vr = _decord_reader(path)
+    height, width = vr[0].shape[:2] if len(vr) else (0, 0)
+    return VideoInfo(num_frames=len(vr), fps=float(vr.get_avg_fps()), height=int(height), width=int(width))
+
+
+def _read_decord(path: Path, indices: Optional[Sequence[int]]) -> np.ndarray:
+    vr = _decord_reader(path)
+    n = len(vr)
+    if n == 0:
+        raise VideoReadError(f"{path}: no frames")
+    idx = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
+    _check_indices(path, idx, n)
+    try:
+        frames = vr.get_batch(idx.tolist()).asnumpy()  # (T, H, W, 3) uint8
+    except Exception as err:
+        raise VideoReadError(f"{path}: decord failed to decode ({str(err).splitlines()[0]})") from None
+    return np.ascontiguousarray(frames, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------- PyAV
+def _open_av(path: Path):
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as err:  # av.error.* (InvalidDataError, EOFError, ...) and OSError
+        raise VideoReadError(f"{path}: cannot open the file ({err})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoReadError(f"{path}: no video stream")
+    return container
+
+
+def _decode_all_av(path: Path) -> np.ndarray:
+    """Decode every frame sequentially; PyAV has no reliable frame-accurate seek for AVI."""
+    container = _open_av(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    except Exception as err:
+        raise VideoReadError(f"{path}: decoding failed ({err})") from None
+    finally:
+        container.close()
+    if not frames:
+        raise VideoReadError(f"{path}: no frames")
+    return np.stack(frames)  # (T, H, W, 3)
+
+
+def _probe_av(path: Path) -> VideoInfo:
+    container = _open_av(path)
+    try:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or 0
+        height, width = stream.codec_context.height, stream.codec_context.width
+    finally:
+        container.close()
+    # Container frame counts are missing or wrong for some AVIs and GIFs: count by decoding.
+    num_frames = _decode_all_av(path).shape[0]
+    return VideoInfo(num_frames=num_frames, fps=float(rate), height=int(height), width=int(width))
+
+
+def _read_av(path: Path, indices: Optional[Sequence[int]]) -> np.ndarray:
+    frames = _decode_all_av(path)
+    if indices is None:
+        return frames
+    idx = np.asarray(indices, dtype=np.int64)
+    _check_indices(path, idx, frames.shape[0])
+    return np.ascontiguousarray(frames[idx])
+
+
+# ---------------------------------------------------------------- public API
+def probe_video(path: str | os.PathLike, backend: str = "auto") -> VideoInfo:
+    """Frame count, fps and size of a video without decoding it (decord) or by decoding (PyAV)."""
+    _check_backend(backend)
+    path = Path(path)
+    if not path.is_file():
+        raise VideoReadError(f"{path}: no such file")
+    if _use_decord(path, backend):
+        try:
+            return _probe_decord(path)
+        except VideoReadError:
+            if backend == "decord":
+                raise
+    return _probe_av(path)
+
+
+def read_video(
+    path: str | os.PathLike, indices: Optional[Sequence[int]] = None, backend: str = "auto"
+) -> np.ndarray:
+    """Decode frames ``indices`` (all when ``None``) as uint8 ``(T, H, W, 3)`` RGB.
+
+    ``backend="auto"`` uses decord and falls back to PyAV when decord is missing or fails
+    on this file; ``"decord"`` / ``"pyav"`` force one. Raises :class:`VideoReadError`
+    naming the file on any decoding problem.
+    """
+    _check_backend(backend)
+    path = Path(path)
+    if not path.is_file():
+        raise VideoReadError(f"{path}: no such file")
+    if _use_decord(path, backend):
+        try:
+            return _read_decord(path, indices)
+        except VideoReadError:
+            if backend == "decord":
+                raise
+    return _read_av(path, indices)
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise ValueError(f"frames must be non-empty uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    return frames
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 25) -> Path:
+    """Write uint8 ``(T, H, W, 3)`` RGB frames; the format follows the suffix, written atomically.
+
+    ``.mp4``: H.264 (libx264, falling back to MPEG-4 Part 2), yuv420p, so H and W must be
+    even. ``.avi``: MJPEG at top quality with full-range yuvj444p — intra-only, so decord's
+    random access and PyAV's sequential decode agree exactly, and it keeps colour detail at
+    small sizes. ``.gif``: imageio (palette-quantised, lossy in colour).
+    """
+    frames = _check_frames(frames)
+    path = Path(path)
+    suffix = path.suffix.lower()
+    with atomic_path(path) as tmp:
+        if suffix == ".gif":
+            import imageio.v3 as iio
+
+            iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
+        elif suffix in (".mp4", ".avi", ".mkv"):
+            _write_av(tmp, frames, fps, suffix)
+        else:
+            raise ValueError(f"{path}: cannot write '{suffix}' videos; use .mp4, .avi, .mkv or .gif")
+    return path
+
+
+def _write_av(path: Path, frames: np.ndarray, fps: float, suffix: str) -> None:
+    import av
+
+    height, width = frames.shape[1:3]
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), mode="w") as container:
+        if suffix == ".avi":
+            stream = container.add_stream("mjpeg", rate=rate)
+            stream.pix_fmt = "yuvj444p"
+            stream.options = {"q:v": "1"}
+            stream.codec_context.qmin = 1
+            stream.codec_context.qmax = 1
+        else:
+            if height % 2 or width % 2:
+                raise ValueError(f"{path}: {suffix} (yuv420p) needs even height and width, got {height}x{width}")
+            codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+            stream = container.add_stream(codec, rate=rate)
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": "18", "preset": "medium"} if codec == "libx264" else {"qscale": "2"}
+        stream.height, stream.width = height, width
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def frames_to_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 ``(T, H, W, C)`` → float32 ``(C, T, H, W)`` in [-1, 1]."""
+    video = torch.as_tensor(np.asarray(frames))
+    return video.permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
+
+
+def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
+    """float ``(C, T, H, W)`` in [-1, 1] → uint8 ``(T, H, W, C)`` (clamped, rounded)."""
+    video = video.detach().float().cpu().clamp(-1.0, 1.0)
+    return video.add(1.0).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0).contiguous().numpy()
+
+
+def find_videos(root: str | os.PathLike) -> list[Path]:
+    """Every file under ``root`` (recursively) with a video suffix, sorted."""
+    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)

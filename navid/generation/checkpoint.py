@@ -1,0 +1,60 @@
+"""Loading a trained generator from a ``navid train`` checkpoint.
+
+A checkpoint is Lightning's file plus a ``"navid"`` entry (plain types only) holding the run
+config, the transformer config, the schedule kind, the token grid, the class names, the
+tokenizer fingerprint and the navid version — enough to rebuild the model and its schedule
+without the token cache. Loading uses ``torch.load(weights_only=True)`` and a strict
+``load_state_dict``: a file that does not match exactly is an error, never a guess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+
+from navid.generation.schedule import Schedule, build_schedule
+from navid.generation.transformer import Transformer, TransformerConfig
+
+CHECKPOINT_FORMAT = "navid-generator/1"
+
+
+def build_transformer(transformer_config: dict, schedule: Schedule) -> Transformer:
+    """The transformer for ``schedule`` from a plain-dict :class:`TransformerConfig`."""
+    known = {f.name for f in dataclasses.fields(TransformerConfig)}
+    unknown = sorted(set(transformer_config) - known)
+    if unknown:
+        raise ValueError(f"unknown transformer setting(s) {', '.join(unknown)}")
+    return Transformer(TransformerConfig(**transformer_config), schedule.kind)
+
+
+def read_generator_meta(path: str | os.PathLike) -> tuple[dict, dict]:
+    """``(navid meta, checkpoint)`` of a generator checkpoint, validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"generator checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors name the offending global; keep the first line
+        raise ValueError(f"{path}: not a loadable checkpoint ({str(err).splitlines()[0]})") from None
+    meta = checkpoint.get("navid") if isinstance(checkpoint, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a navid generator checkpoint (expected format {CHECKPOINT_FORMAT!r}); is it a tokenizer checkpoint?")
+    return meta, checkpoint
+
+
+def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu", ema: bool = True) -> tuple[Transformer, Schedule, dict]:
+    """``(transformer in eval mode, schedule, meta)`` from a checkpoint.
+
+    ``ema=True`` (the default, what sampling and evaluation use) loads the EMA weights,
+    ``ema=False`` the raw training weights.
+    """
+    meta, checkpoint = read_generator_meta(path)
+    schedule = build_schedule(meta["schedule"], tuple(meta["grid"]))
+    model = build_transformer(meta["transformer"], schedule)
+    prefix = "ema." if ema else "model."
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location).eval(), schedule, meta

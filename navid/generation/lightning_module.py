@@ -1,0 +1,130 @@
+"""Lightning training of the generator: one loss for every decoding schedule.
+
+The step is the whole method of DESIGN.md §2: the transformer reads the token grid in the
+schedule's slot order under the schedule's block-causal mask (one forward), the logits of
+the (slot, head) pairs that point at each grid position are averaged, and cross-entropy
+is taken against the true tokens. NAR, PAR-4× and raster differ only in the ``Schedule``.
+
+An EMA copy of the transformer is a submodule, so it is saved in (and restored from) every
+checkpoint; sampling uses it.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from navid import __version__
+from navid.config import to_dict
+from navid.data.token_cache import TokenCacheDataModule
+from navid.generation.checkpoint import CHECKPOINT_FORMAT, build_transformer
+from navid.generation.config import GeneratorTrainConfig
+from navid.generation.schedule import build_schedule
+from navid.generation.transformer import drop_labels
+from navid.utils.ema import update_ema
+from navid.utils.training import LAST_CHECKPOINT, adamw_with_schedule, build_trainer, resume_checkpoint
+
+
+def token_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
+    """Share of ``targets`` (any shape) among the ``k`` largest ``logits`` (same shape + (V,))."""
+    topk = logits.topk(min(k, logits.shape[-1]), dim=-1).indices  # (..., k)
+    return (topk == targets.unsqueeze(-1)).any(dim=-1).float().mean()
+
+
+class GeneratorModule(L.LightningModule):
+    """Trains a :class:`~navid.generation.transformer.Transformer` on token grids.
+
+    Args:
+        cfg: the run's config (stored in checkpoints as a plain dict, so they load with
+            ``weights_only=True``).
+        cache_meta: the token cache's ``meta.json`` — vocabulary size, classes, grid and
+            tokenizer fingerprint, stored in the checkpoint so sampling needs nothing else.
+    """
+
+    def __init__(self, cfg: GeneratorTrainConfig, cache_meta: dict) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.grid = tuple(int(s) for s in cache_meta["grid"])
+        self.class_names = list(cache_meta["class_names"])
+        self.tokenizer_fingerprint = cache_meta["tokenizer_fingerprint"]
+        self.transformer_config = {
+            **cfg.model.transformer_kwargs(),
+            "vocab_size": int(cache_meta["vocab_size"]),
+            "num_classes": int(cache_meta["num_classes"]),
+        }
+        self.schedule = build_schedule(cfg.model.schedule, self.grid)
+        self.model = build_transformer(self.transformer_config, self.schedule)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+
+    def _loss(self, model: torch.nn.Module, tokens: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of the schedule's averaged target logits against ``tokens`` (B, T, H, W)."""
+        logits = model.target_logits(tokens, labels, self.schedule)  # (B, N, V), flat (t, h, w) order
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten())
+        return loss, logits
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        tokens, labels = batch  # (B, T, H, W), (B,)
+        labels = drop_labels(labels, self.model.cfg.class_dropout, self.model.cfg.num_classes)
+        loss, logits = self._loss(self.model, tokens, labels)
+        targets = tokens.flatten(1)  # (B, N)
+        self.log("train/loss", loss.detach(), prog_bar=True, sync_dist=True)
+        self.log("train/top1", token_accuracy(logits.detach(), targets, 1), sync_dist=True)
+        self.log("train/top5", token_accuracy(logits.detach(), targets, 5), sync_dist=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        update_ema(self.ema, self.model, self.cfg.optim.ema_decay)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        tokens, labels = batch
+        for name, model in (("val", self.model), ("val_ema", self.ema)):
+            loss, logits = self._loss(model, tokens, labels)
+            self.log(f"{name}/loss", loss, sync_dist=True)
+            self.log(f"{name}/top1", token_accuracy(logits, tokens.flatten(1), 1), sync_dist=True)
+
+    def configure_optimizers(self) -> dict:
+        return adamw_with_schedule(self.model, self.cfg.optim, self.cfg.trainer.max_steps)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["navid"] = {
+            "format": CHECKPOINT_FORMAT,
+            "navid_version": __version__,
+            "config": to_dict(self.cfg),
+            "transformer": self.transformer_config,
+            "schedule": self.schedule.kind,
+            "grid": list(self.grid),
+            "class_names": self.class_names,
+            "tokenizer_fingerprint": self.tokenizer_fingerprint,
+        }
+
+
+def train_generator(cfg: GeneratorTrainConfig, resume: bool = False) -> Path:
+    """Train (or resume) a run in ``cfg.out_dir``; returns ``out_dir/checkpoints/last.ckpt``.
+
+    The final state is always written to ``last.ckpt`` (atomically), also when
+    ``max_steps`` is not a multiple of the checkpoint interval. Raises
+    :class:`~navid.utils.training.NonFiniteLossError` naming the step on a NaN/Inf loss.
+    """
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = TokenCacheDataModule(
+        cfg.data.tokens,
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        val_fraction=cfg.data.val_fraction,
+        seed=cfg.seed,
+        expected_fingerprint=cfg.tokenizer_fingerprint,
+    )
+    module = GeneratorModule(cfg, data.cache.meta)
+    trainer = build_trainer(cfg.trainer, cfg.out_dir)
+    trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume), weights_only=True)
+    last = Path(cfg.out_dir) / "checkpoints" / LAST_CHECKPOINT
+    trainer.save_checkpoint(last, weights_only=False)
+    return last
+
+

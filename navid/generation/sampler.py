@@ -1,0 +1,128 @@
+"""One KV-cache sampler for every schedule (NAR wavefront, PAR-n x groups, raster tokens).
+
+Loop over blocks (the only Python loop): feed block b through the cached model, get the
+averaged head logits of the targets block b completes (precomputed index tensors), apply
+classifier-free guidance / temperature / top-k / top-p, sample with a seeded generator and
+scatter the sampled tokens into the flat grid that later blocks read from. No host syncs inside
+the loop; tokens stay on the device.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+from tqdm.auto import tqdm
+
+from navid.generation.schedule import Schedule
+from navid.generation.transformer import Transformer
+
+
+@dataclass
+class SamplingConfig:
+    cfg_scale: float = 1.0  # 1 = no guidance (no null-class rows are run)
+    cfg_interval: Optional[Tuple[float, float]] = None  # guide only steps with lo <= step/num_steps < hi
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    seed: int = 0
+    compile: bool = False  # torch.compile the block step (opt-in)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"bad sampling settings: temperature={self.temperature} >= 0, top_k={self.top_k} >= 0, 0 < top_p={self.top_p} <= 1")
+        if self.cfg_interval is not None:
+            lo, hi = self.cfg_interval
+            if not 0 <= lo <= hi <= 1:
+                raise ValueError(f"cfg_interval must satisfy 0 <= lo <= hi <= 1, got {self.cfg_interval}")
+
+
+@dataclass
+class SampleResult:
+    tokens: torch.Tensor  # (B, T, H, W) int64
+    steps: int  # forward steps (= schedule blocks)
+    seconds: float  # wall time of the whole sampling loop (device synchronised)
+    forward_seconds: float  # part of it spent inside model forwards (only measured with profile=True)
+
+
+def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Guided logits ``uncond + scale (cond - uncond)``, written so scale 1 returns ``cond`` exactly."""
+    return cond + (scale - 1.0) * (cond - uncond)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """logits (..., V) with everything outside the top-k / nucleus set to -inf."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop_sorted = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix reaching top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_logits(logits: torch.Tensor, sampling: SamplingConfig, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """logits (B, M, V) -> tokens (B, M) int64; Gumbel-max sampling (no host sync), argmax at temperature 0."""
+    if sampling.temperature == 0:
+        return logits.argmax(-1)
+    logits = filter_logits(logits.float() / sampling.temperature, sampling.top_k, sampling.top_p)
+    u = torch.rand(logits.shape, device=logits.device, generator=generator).clamp_(min=1e-20)
+    return (logits - torch.log(-torch.log(u))).argmax(-1)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def sample(
+    model: Transformer,
+    schedule: Schedule,
+    labels: torch.Tensor,
+    sampling: SamplingConfig,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = False,
+    profile: bool = False,
+) -> SampleResult:
+    """Generate token grids (B, T, H, W) for ``labels`` (B,) with ``schedule``.
+
+    ``generator`` defaults to one seeded with ``sampling.seed`` on the labels' device.
+    ``profile=True`` synchronises around each model call to measure ``forward_seconds``.
+    """
+    device = labels.device
+    if generator is None:
+        generator = torch.Generator(device=device).manual_seed(sampling.seed)
+    B, N, S = labels.shape[0], schedule.num_positions, schedule.num_steps
+    guided = sampling.cfg_scale != 1.0
+    rows = torch.cat([labels, torch.full_like(labels, model.cfg.num_classes)]) if guided else labels  # (B or 2B,)
+    model.setup_cache(rows.shape[0], schedule, device)
+    step_fn = torch.compile(model.block_forward, dynamic=False) if sampling.compile else model.block_forward
+    targets = [t.to(device) for t in schedule.step_targets]
+    lo, hi = sampling.cfg_interval or (0.0, 1.0)
+    tokens = torch.zeros(rows.shape[0], N, dtype=torch.long, device=device)  # (B', N) flat grid
+    forward_s = 0.0
+    _sync(device)
+    t0 = time.perf_counter()
+    for b in tqdm(range(S), desc=f"sampling {schedule.kind}", disable=not progress, leave=False):
+        if profile:
+            _sync(device)
+            f0 = time.perf_counter()
+        logits = step_fn(tokens, rows, b)  # (B', Nb, V)
+        if profile:
+            _sync(device)
+            forward_s += time.perf_counter() - f0
+        if guided:
+            cond, uncond = logits.chunk(2)
+            scale = sampling.cfg_scale if lo <= b / S < hi else 1.0
+            logits = cfg_combine(cond, uncond, scale)
+        new = sample_logits(logits, sampling, generator)  # (B, Nb)
+        tokens[:, targets[b]] = new.repeat(2, 1) if guided else new
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    return SampleResult(tokens[:B].view(B, *schedule.grid), S, seconds, forward_s)

@@ -1,0 +1,52 @@
+"""Shared by the generator tests: small token caches and tiny training configs (no tokenizer needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from navid.config import load_config
+from navid.data.token_cache import write_token_cache
+from navid.generation.config import GeneratorTrainConfig
+
+FINGERPRINT = "test-tokenizer-0"
+
+
+def make_token_cache(path: Path, num_clips: int = 4, grid=(2, 4, 4), vocab_size: int = 16, num_classes: int = 2, seed: int = 0) -> Path:
+    """Random token grids with labels ``i % num_classes``."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, vocab_size, size=(num_clips, *grid))
+    labels = np.arange(num_clips) % num_classes
+    names = [f"class{i}" for i in range(num_classes)]
+    return write_token_cache(path, tokens, labels, vocab_size=vocab_size, class_names=names, tokenizer_fingerprint=FINGERPRINT)
+
+
+def tiny_overrides(cache: Path, out_dir: Path, schedule: str = "nar", steps: int = 20, **extra) -> list[str]:
+    """``key=value`` overrides for a tiny, quiet CPU run."""
+    values = {
+        "data.tokens": cache,
+        "data.batch_size": 4,
+        "data.val_fraction": 0.0,
+        "out_dir": out_dir,
+        "model.size": "tiny",
+        "model.schedule": schedule,
+        "model.overrides.dim": 32,
+        "model.overrides.num_heads": 2,
+        "model.overrides.class_dropout": 0.0,
+        "optim.lr": 3e-3,
+        "optim.warmup_steps": 5,
+        "optim.weight_decay": 0.0,
+        "trainer.accelerator": "cpu",
+        "trainer.max_steps": steps,
+        "trainer.log_every_n_steps": 1,
+        "trainer.checkpoint_every_n_steps": 10,
+        "trainer.val_every_n_steps": 10_000,
+        "trainer.progress_bar": False,
+        **extra,
+    }
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def tiny_config(cache: Path, out_dir: Path, schedule: str = "nar", steps: int = 20, **extra) -> GeneratorTrainConfig:
+    return load_config(GeneratorTrainConfig, None, tiny_overrides(cache, out_dir, schedule, steps, **extra))

@@ -1,0 +1,57 @@
+"""The embedded default dataset: UCF-101 layout, group-based split, determinism, class differences."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from navid.data.synthetic import CLASSES, num_test_groups, synthesize_dataset
+from navid.data.ucf101 import load_index
+from navid.data.video_io import find_videos, probe_video, read_video
+
+NAME = re.compile(r"^v_(?P<cls>[A-Za-z]+)_g(?P<g>\d\d)_c(?P<c>\d\d)\.avi$")
+
+
+def test_layout_names_and_group_split(synth_root):
+    videos = find_videos(synth_root)
+    assert len(videos) == 16
+    for v in videos:
+        m = NAME.match(v.name)
+        assert m and m["cls"] == v.parent.name
+    assert probe_video(videos[0]).num_frames == 20 and probe_video(videos[0]).height == 64
+    split = synth_root / "ucfTrainTestlist"
+    assert (split / "classInd.txt").read_bytes().startswith(b"1 DiskSlide\r\n2 SquareSpin\r\n")
+    train, test = load_index(synth_root, "train"), load_index(synth_root, "test")
+    groups = lambda idx: {int(NAME.match(p.name)["g"]) for p in idx.clips}  # noqa: E731
+    assert groups(test) == {1} and groups(train) == {2, 3, 4}
+    assert sorted(train.clips + test.clips) == videos
+    assert num_test_groups(25) == 7
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    kwargs = dict(classes=2, videos_per_class=2, frames=4, size=32, progress=False)
+    a = synthesize_dataset(tmp_path / "a", seed=3, **kwargs)
+    b = synthesize_dataset(tmp_path / "b", seed=3, **kwargs)
+    c = synthesize_dataset(tmp_path / "c", seed=4, **kwargs)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert len(files) == 7
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    assert any((a / f).read_bytes() != (c / f).read_bytes() for f in files if f.suffix == ".avi")
+
+
+def test_clips_move_and_vary_within_class(synth_root):
+    for cls in CLASSES[:4]:
+        clips = [read_video(p).astype(np.float32) for p in sorted((synth_root / cls.name).iterdir())]
+        for clip in clips:
+            assert np.abs(np.diff(clip, axis=0)).mean() > 0.2  # something moves
+        means = np.array([c.mean(axis=(0, 1, 2)) for c in clips])  # per-clip colour
+        assert np.ptp(means, axis=0).max() > 20  # colours / backgrounds differ inside a class
+
+
+def test_invalid_arguments(tmp_path):
+    with pytest.raises(ValueError, match="classes"):
+        synthesize_dataset(tmp_path, classes=len(CLASSES) + 1)
+    with pytest.raises(ValueError, match="groups"):
+        synthesize_dataset(tmp_path, videos_per_class=4, groups=5)

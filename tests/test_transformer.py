@@ -1,0 +1,72 @@
+"""Transformer: leak tests per schedule (float64, bit-exact), sizes and parameter count, init."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from navid.generation.schedule import build_schedule
+from navid.generation.transformer import Transformer, TransformerConfig, count_parameters, drop_labels
+
+KINDS = ["nar", "par4", "raster"]
+TINY = dict(vocab_size=23, num_classes=5, dim=48, depth=2, num_heads=4, multiple_of=16)
+
+
+def random_model(kind: str) -> Transformer:
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(**TINY), kind).double().eval()
+    for out in model.head_outs:  # zero-initialised heads would make every logit 0
+        torch.nn.init.normal_(out.weight)
+    return model
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("grid", [(2, 4, 6), (1, 4, 4)])
+def test_no_leak(kind, grid):
+    """Changing position p's token leaves every target decoded in p's step or earlier unchanged."""
+    schedule = build_schedule(kind, grid)
+    model = random_model(kind)
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, TINY["vocab_size"], (2, *grid), generator=g)
+    labels = torch.tensor([1, 4])
+    with torch.no_grad():
+        base = model.target_logits(tokens, labels, schedule)  # (B, N, V)
+        fed = torch.nonzero(schedule.fed_block < schedule.num_steps).squeeze(1)
+        for p in fed[:: max(1, len(fed) // 6)].tolist():
+            changed = tokens.clone().flatten(1)
+            changed[:, p] = (changed[:, p] + 1) % TINY["vocab_size"]
+            out = model.target_logits(changed.view_as(tokens), labels, schedule)
+            early = schedule.target_block <= schedule.target_block[p]
+            assert torch.equal(out[:, early], base[:, early]), f"leak from position {p}"
+            assert not torch.equal(out[:, ~early], base[:, ~early])
+
+
+def test_output_heads_zero_initialised():
+    model = Transformer(TransformerConfig(**TINY), "nar")
+    schedule = build_schedule("nar", (2, 3, 3))
+    logits = model.target_logits(torch.zeros(1, 2, 3, 3, dtype=torch.long), torch.tensor([0]), schedule)
+    assert torch.count_nonzero(logits) == 0
+    assert len(model.head_outs) == 3 and len(model.layers) == TINY["depth"] + 2
+    assert len(Transformer(TransformerConfig(**TINY), "par4").special_emb) == 3
+
+
+def test_schedule_kind_mismatch_is_an_error():
+    model = Transformer(TransformerConfig(**TINY), "raster")
+    with pytest.raises(ValueError, match="built for schedule 'raster'"):
+        model.target_logits(torch.zeros(1, 1, 2, 2, dtype=torch.long), torch.tensor([0]), build_schedule("nar", (1, 2, 2)))
+
+
+def test_nar_l_parameter_count():
+    """NAR-L (dim 1024, 24 trunk layers + 2 head blocks, 16 heads) is ~369M with a 8192-token vocabulary."""
+    with torch.device("meta"):
+        model = Transformer(TransformerConfig.from_size("L", vocab_size=8192, num_classes=101), "nar")
+    n = count_parameters(model)
+    assert 360e6 < n < 378e6, n
+
+
+def test_drop_labels():
+    labels = torch.arange(1000) % 5
+    out = drop_labels(labels, 0.3, 5, torch.Generator().manual_seed(0))
+    share = (out == 5).float().mean().item()
+    assert 0.25 < share < 0.35 and torch.equal(out[out != 5], labels[out != 5])
+    assert drop_labels(labels, 0.0, 5) is labels
