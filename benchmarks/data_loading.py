@@ -90,8 +90,8 @@ def main() -> None:
     write_json_atomic(out / "data_loading.json", {"machine": machine, "setup": setup, "results": rows})
     table = ["| backend | resolution | workers | clips/s |", "|---|---|---|---|"]
     table += [f"| {r['backend']} | {r['resolution']} | {r['workers']} | {r['clips_per_s']:.1f} |" for r in rows]
-    text = (f"# Data loading throughput\n\nMachine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
-            f"decord {machine['decord']}, av {machine['av']}.\n\nSetup: {setup}.\n\n"
+    text = (f"# Data loading throughput\n\nMachine: {machine['cpu']}, {machine['cores']} cores, "
+            f"torch {machine['torch']}, decord {machine['decord']}, av {machine['av']}.\n\nSetup: {setup}.\n\n"
             f"Command: `python benchmarks/data_loading.py --clips {args.clips}`\n\n" + "\n".join(table) + "\n")
     write_text_atomic(out / "data_loading.md", text)
     print(text)

@@ -18,6 +18,7 @@ from navid import __version__
 COMMAND_MODULES = (
     "navid.commands.data",
     "navid.commands.generator",
+    "navid.commands.tokenizer",
 )
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError)

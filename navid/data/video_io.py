@@ -2,8 +2,9 @@
 
 Decoding uses decord (fast random access by frame index) and falls back to PyAV when
 decord is not installed or cannot open a file; GIFs go through PyAV. Both decoders are
-kept interchangeable: for the files navid writes and for UCF-101's AVIs they return the
-same bytes (``tests/test_video_io.py`` checks it), so which one ran never changes a result.
+kept interchangeable: for MJPEG and MPEG-4 AVIs (UCF-101 ships MPEG-4/Xvid) and H.264 MP4s
+they return the same bytes (``tests/test_video_io.py`` checks it), so which one ran never
+changes a result.
 Writing picks the container and codec from the suffix and is atomic.
 """
 
@@ -105,13 +106,21 @@ def _open_av(path: Path):
     return container
 
 
-def _decode_all_av(path: Path) -> np.ndarray:
-    """Decode every frame sequentially; PyAV has no reliable frame-accurate seek for AVI."""
+def _decode_av(path: Path, stop: Optional[int] = None) -> np.ndarray:
+    """Decode frames sequentially, up to frame ``stop`` (exclusive; all when ``None``).
+
+    PyAV has no reliable frame-accurate seek for AVI, so random access means decoding
+    from the start; stopping early saves the tail.
+    """
     container = _open_av(path)
+    frames = []
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        for frame in container.decode(stream):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if stop is not None and len(frames) >= stop:
+                break
     except Exception as err:
         raise VideoReadError(f"{path}: decoding failed ({err})") from None
     finally:
@@ -130,16 +139,16 @@ def _probe_av(path: Path) -> VideoInfo:
     finally:
         container.close()
     # Container frame counts are missing or wrong for some AVIs and GIFs: count by decoding.
-    num_frames = _decode_all_av(path).shape[0]
+    num_frames = _decode_av(path).shape[0]
     return VideoInfo(num_frames=num_frames, fps=float(rate), height=int(height), width=int(width))
 
 
 def _read_av(path: Path, indices: Optional[Sequence[int]]) -> np.ndarray:
-    frames = _decode_all_av(path)
     if indices is None:
-        return frames
+        return _decode_av(path)
     idx = np.asarray(indices, dtype=np.int64)
-    _check_indices(path, idx, frames.shape[0])
+    frames = _decode_av(path, stop=int(idx.max()) + 1 if idx.size else 1)
+    _check_indices(path, idx, frames.shape[0])  # fewer than ``stop`` decoded: the file is that long
     return np.ascontiguousarray(frames[idx])
 
 

@@ -59,6 +59,10 @@ class GeneratorModule(L.LightningModule):
         }
         self.schedule = build_schedule(cfg.model.schedule, self.grid)
         self.model = build_transformer(self.transformer_config, self.schedule)
+        # DDP requires every trainable parameter to get a gradient; an empty one (no special
+        # slots in this schedule) never does, and has nothing to train.
+        for param in self.model.parameters():
+            param.requires_grad_(param.numel() > 0)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
 
     def _loss(self, model: torch.nn.Module, tokens: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,7 @@ from torch import nn
 from navid.generation.schedule import Schedule, num_output_heads, num_special_slots
 
 TRANSFORMER_SIZES: Dict[str, dict] = {
-    "tiny": dict(dim=64, depth=2, num_heads=4, multiple_of=32),
+    "tiny": dict(dim=64, depth=4, num_heads=4, multiple_of=32),  # CPU tests and smoke runs
     "S": dict(dim=512, depth=8, num_heads=8),
     "B": dict(dim=768, depth=12, num_heads=12),
     "L": dict(dim=1024, depth=24, num_heads=16),  # NAR-L: ~369M parameters with vocab 8192
@@ -94,23 +94,26 @@ class RMSNorm(nn.Module):
 
 
 def rope_3d(coords: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
-    """(L, 3) int coordinates -> (L, head_dim/2, 2) [cos, sin]; pairs split over t/h/w (t gets the rest)."""
+    """(L, 3) int coordinates -> (L, head_dim/2) complex128 rotations; pairs split over t/h/w (t gets the rest)."""
     pairs = head_dim // 2
     per_axis = [pairs - 2 * (pairs // 3), pairs // 3, pairs // 3]
     angles = []
     for axis, n in enumerate(per_axis):
         freqs = theta ** (-torch.arange(n, dtype=torch.float64, device=coords.device) / n)  # (n,)
         angles.append(coords[:, axis, None].double() * freqs)  # (L, n)
-    ang = torch.cat(angles, dim=1)  # (L, pairs)
-    return torch.stack([ang.cos(), ang.sin()], dim=-1)
+    angle = torch.cat(angles, dim=1)  # (L, pairs)
+    return torch.polar(torch.ones_like(angle), angle)
+
+
+def rope_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Rotations run in float64 for float64 models and in float32 otherwise (also under bf16/fp16)."""
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
 
 
 def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    """x (B, heads, S, hd), rope (S, hd/2, 2) -> rotated x."""
-    xr = x.unflatten(-1, (-1, 2))  # (B, h, S, hd/2, 2)
-    cos, sin = rope[..., 0].to(x.dtype), rope[..., 1].to(x.dtype)  # (S, hd/2)
-    a, b = xr[..., 0], xr[..., 1]
-    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+    """x (..., S, hd) real, rope (S, hd/2) complex (see :func:`rope_dtype`) -> rotated x (..., S, hd) in x's dtype."""
+    xc = torch.view_as_complex(x.to(torch.float64 if rope.dtype == torch.complex128 else torch.float32).unflatten(-1, (-1, 2)))
+    return torch.view_as_real(xc * rope).flatten(-2).to(x.dtype)
 
 
 class KVCache(nn.Module):
@@ -139,10 +142,11 @@ class Attention(nn.Module):
         self.cache: Optional[KVCache] = None
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, mask: Optional[torch.Tensor], start: Optional[int]) -> torch.Tensor:
-        """x (B, S, D); rope (S, hd/2, 2); mask (S, S) bool for the full pass, or ``start`` = first slot for the cache pass."""
+        """x (B, S, D); rope (S, hd/2) complex; mask (S, S) bool for the full pass, or ``start`` = first slot for the cache pass."""
         B, S, D = x.shape
-        q, k, v = self.wqkv(x).view(B, S, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, h, S, hd)
-        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        qkv = self.wqkv(x).view(B, S, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, S, hd)
+        q, k = apply_rope(qkv[:2], rope)  # (B, h, S, hd) each
+        v = qkv[2]
         if start is not None:
             k, v = self.cache.update(start, k, v)  # (B, h, start+S, hd); all visible to this block
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, S, hd)
@@ -244,7 +248,8 @@ class Transformer(nn.Module):
         dev = tokens.device
         flat = tokens.flatten(1)  # (B, N)
         x = self._embed(flat, labels, schedule.slot_token.to(dev), schedule.slot_special.to(dev), schedule.slot_is_class.to(dev))
-        rope = rope_3d(schedule.slot_coords.to(dev), self.cfg.head_dim, self.cfg.rope_theta)  # (L, hd/2, 2)
+        rope = rope_3d(schedule.slot_coords.to(dev), self.cfg.head_dim, self.cfg.rope_theta)  # (L, hd/2) complex
+        rope = rope.to(rope_dtype(self.tok_emb.weight.dtype))
         taps = self._run_layers(x, rope, schedule.attention_mask.to(dev), None)  # K x (B, L, D)
         slot = schedule.target_slot.clamp(min=0).to(dev)  # (K, N)
         return self._head_logits(taps, slot, schedule.target_weight.to(dev))
@@ -263,7 +268,7 @@ class Transformer(nn.Module):
             slot_token=schedule.slot_token.to(device),
             slot_special=schedule.slot_special.to(device),
             slot_is_class=schedule.slot_is_class.to(device),
-            rope=rope_3d(schedule.slot_coords.to(device), self.cfg.head_dim, self.cfg.rope_theta).to(dtype),
+            rope=rope_3d(schedule.slot_coords.to(device), self.cfg.head_dim, self.cfg.rope_theta).to(rope_dtype(dtype)),
             slots=[s.to(device) for s in schedule.step_slots],
             weights=[w.to(device) for w in schedule.step_weights],
         )

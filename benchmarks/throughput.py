@@ -1,0 +1,217 @@
+"""Decoding throughput of NAR vs PAR-4x vs raster AR with one trunk and one KV-cache sampler.
+
+Random weights (throughput does not depend on them), class-conditional, no guidance. For every
+(trunk, grid, batch, schedule): warm-up run(s) excluded, median wall seconds over ``--repeats``
+runs (device synchronised), one extra profiled run for the share of time inside model forwards.
+``gflops_per_video`` is counted analytically from the schedule (matmuls, attention over the cached
+prefix, output heads), so achieved GFLOP/s = gflops_per_video * videos_per_s.
+
+    python benchmarks/throughput.py                       # full grid of settings
+    python benchmarks/throughput.py --quick               # tiny trunk, both grids, batch 1
+    python benchmarks/throughput.py --trunks tiny S --grids 4x8x8 --batches 1 8 --threads 1
+
+Writes ``throughput.json`` (rows + ratios + machine), ``throughput.md`` and ``throughput.png``
+into ``--out`` (default ``benchmarks/results``); ``--tag`` adds a suffix to the file names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from navid.generation.sampler import SamplingConfig, sample
+from navid.generation.schedule import Schedule, build_schedule
+from navid.generation.transformer import Transformer, TransformerConfig, count_parameters
+from navid.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
+
+SCHEDULES = ("nar", "par4", "raster")
+
+
+def parse_grid(text: str) -> tuple:
+    try:
+        grid = tuple(int(x) for x in text.lower().split("x"))
+    except ValueError:
+        grid = ()
+    if len(grid) != 3:
+        raise argparse.ArgumentTypeError(f"grid must look like 4x16x16, got {text!r}")
+    return grid
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine(device: torch.device) -> dict:
+    info = dict(cpu=cpu_model(), cores=os.cpu_count(), torch=torch.__version__, threads=torch.get_num_threads(),
+                load_avg=os.getloadavg(), device=str(device))
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def gflops_per_video(model: Transformer, schedule: Schedule) -> float:
+    """Multiply-adds x2 of one video: block matmuls per slot, attention of each block over its prefix, heads per target."""
+    cfg = model.cfg
+    D, Hd, V, layers = cfg.dim, cfg.hidden_dim, cfg.vocab_size, len(model.layers)
+    bounds = schedule.block_bounds.numpy().astype(np.float64)
+    sizes, ends = np.diff(bounds), bounds[1:]
+    per_slot = 2 * layers * (3 * D * D + D * D + 2 * D * Hd + Hd * D)
+    attention = 4 * layers * D * float((sizes * ends).sum())
+    heads = 2 * D * V * schedule.num_heads * schedule.num_positions
+    return (per_slot * schedule.num_slots + attention + heads) / 1e9
+
+
+def measure(model, schedule, batch, repeats, warmup, device) -> dict:
+    labels = torch.arange(batch, device=device) % model.cfg.num_classes
+    settings = SamplingConfig(seed=0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(warmup):
+        sample(model, schedule, labels, settings)
+    seconds = [sample(model, schedule, labels, settings).seconds for _ in range(repeats)]
+    profiled = sample(model, schedule, labels, settings, profile=True)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:  # process high-water mark (Linux reports KiB)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sec = statistics.median(seconds)
+    flops = gflops_per_video(model, schedule)
+    return dict(
+        steps=schedule.num_steps,
+        seconds=sec,
+        seconds_all=seconds,
+        videos_per_s=batch / sec,
+        tokens_per_s=batch * schedule.num_positions / sec,
+        peak_mem_mb=round(peak, 1),
+        forward_share=profiled.forward_seconds / profiled.seconds,
+        gflops_per_video=flops,
+        gflops_per_s=flops * batch / sec,
+    )
+
+
+def markdown(rows, ratios, info) -> str:
+    lines = [
+        "# Decoding throughput: NAR vs PAR-4x vs raster (one trunk, one KV-cache sampler)",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['threads']} intra-op thread(s), "
+        f"device `{info['device']}`{', ' + info['gpu'] if 'gpu' in info else ''}; load average at start {info['load_avg_start']}, "
+        f"at end {info['load_avg']}. Random weights, vocab {info['vocab_size']}, no guidance.",
+        "",
+        "| trunk | params | grid | batch | schedule | steps | s/batch | videos/s | tokens/s | GFLOP/video | GFLOP/s | forward share | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['trunk']} | {r['params_m']:.1f}M | {r['grid']} | {r['batch']} | {r['schedule']} | {r['steps']} | "
+            f"{r['seconds']:.4f} | {r['videos_per_s']:.2f} | {r['tokens_per_s']:.0f} | {r['gflops_per_video']:.2f} | "
+            f"{r['gflops_per_s']:.1f} | {r['forward_share']:.1%} | {r['peak_mem_mb']:.0f} |"
+        )
+    lines += ["", "NAR speed-up (videos/s ratio, same run):", "",
+              "| trunk | grid | batch | NAR / PAR-4x | NAR / raster | step ratio vs PAR-4x | step ratio vs raster |",
+              "|---|---|---|---|---|---|---|"]
+    for q in ratios:
+        lines.append(f"| {q['trunk']} | {q['grid']} | {q['batch']} | {q.get('nar_over_par4', float('nan')):.2f}x | "
+                     f"{q.get('nar_over_raster', float('nan')):.2f}x | {q.get('steps_par4_over_nar', float('nan')):.2f} | "
+                     f"{q.get('steps_raster_over_nar', float('nan')):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    configs = sorted({(r["trunk"], r["grid"], r["batch"]) for r in rows}, key=lambda c: (c[0], c[1], c[2]))
+    x = np.arange(len(configs))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(configs)), 4))
+    for i, kind in enumerate(SCHEDULES):
+        vals = [next((r["videos_per_s"] for r in rows if (r["trunk"], r["grid"], r["batch"]) == c and r["schedule"] == kind), 0) for c in configs]
+        ax.bar(x + (i - 1) * 0.27, vals, width=0.27, label=kind)
+    ax.set_xticks(x, [f"{t}\n{g}\nb{b}" for t, g, b in configs], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("videos / s")
+    ax.set_title(f"decoding throughput ({rows[0]['device']})")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trunks", nargs="+", default=["tiny", "S", "B"])
+    p.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=SCHEDULES)
+    p.add_argument("--grids", nargs="+", type=parse_grid, default=[(4, 8, 8), (4, 16, 16)])
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--vocab-size", type=int, default=1024)
+    p.add_argument("--num-classes", type=int, default=101)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
+    p.add_argument("--quick", action="store_true", help="tiny trunk, batch 1, one timed run")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--tag", default="", help="suffix for the output file names, e.g. _cuda")
+    args = p.parse_args()
+    if args.quick:
+        args.trunks, args.batches, args.repeats = ["tiny"], [1], 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    info = machine(device)
+    info["load_avg_start"] = info.pop("load_avg")
+    info.update(vocab_size=args.vocab_size, dtype=args.dtype)
+    rows = []
+    for trunk in args.trunks:
+        for grid in args.grids:
+            for batch in args.batches:
+                for kind in args.schedules:
+                    torch.manual_seed(0)
+                    cfg = TransformerConfig.from_size(trunk, vocab_size=args.vocab_size, num_classes=args.num_classes)
+                    model = Transformer(cfg, kind).to(device=device, dtype=dtype).eval()
+                    schedule = build_schedule(kind, grid)
+                    row = dict(schedule=kind, grid="x".join(map(str, grid)), batch=batch, device=device.type, trunk=trunk,
+                               params_m=count_parameters(model) / 1e6, dtype=args.dtype)
+                    row.update(measure(model, schedule, batch, args.repeats, args.warmup, device))
+                    rows.append(row)
+                    print(f"{trunk:>4} {row['grid']:>8} b{batch:<3} {kind:>6}: {row['steps']:5d} steps {row['seconds']:.4f} s "
+                          f"{row['videos_per_s']:.2f} videos/s forward {row['forward_share']:.1%}", flush=True)
+    ratios = []
+    for trunk, grid, batch in dict.fromkeys((r["trunk"], r["grid"], r["batch"]) for r in rows):
+        by = {r["schedule"]: r for r in rows if (r["trunk"], r["grid"], r["batch"]) == (trunk, grid, batch)}
+        if "nar" not in by:
+            continue
+        q = dict(trunk=trunk, grid=grid, batch=batch)
+        for other in ("par4", "raster"):
+            if other in by:
+                q[f"nar_over_{other}"] = by["nar"]["videos_per_s"] / by[other]["videos_per_s"]
+                q[f"steps_{other}_over_nar"] = by[other]["steps"] / by["nar"]["steps"]
+        ratios.append(q)
+    info["load_avg"] = os.getloadavg()
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / f"throughput{args.tag}.json", dict(machine=info, rows=rows, ratios=ratios))
+    write_text_atomic(args.out / f"throughput{args.tag}.md", markdown(rows, ratios, info))
+    plot(rows, args.out / f"throughput{args.tag}.png")
+    print(markdown(rows, ratios, info))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Typed configuration of the tokenizer: model, loss and the whole training run."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from navid.config import OptimConfig, TrainerConfig
+from navid.data.datamodule import DataConfig
+
+
+@dataclass
+class TokenizerModelConfig:
+    """3D conv autoencoder + quantizer.
+
+    The encoder folds ``patch_size`` voxels into channels (cheap space-to-depth), then runs one
+    stage per entry of ``channels``; between stages a strided conv downsamples by the factors
+    in ``downsample``. Total compression = ``patch_size * prod(downsample)`` per axis.
+    """
+
+    in_channels: int = 3
+    patch_size: list = field(default_factory=lambda: [2, 4, 4])
+    channels: list = field(default_factory=lambda: [64, 96])
+    downsample: list = field(default_factory=lambda: [[2, 2, 2]])
+    num_res_blocks: int = 1
+    out_hidden_channels: int = 16
+    norm_groups: int = 8
+    quantizer: str = "fsq"
+    fsq_levels: list = field(default_factory=lambda: [8, 5, 5, 5])
+    vq_codebook_size: int = 1024
+    vq_dim: int = 8
+    vq_decay: float = 0.99
+    vq_commitment_weight: float = 0.25
+    vq_dead_code_threshold: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.quantizer not in ("fsq", "vq"):
+            raise ValueError(f"key 'model.quantizer' must be 'fsq' or 'vq', got {self.quantizer!r}")
+        if len(self.patch_size) != 3:
+            raise ValueError("key 'model.patch_size' must be [t, h, w]")
+        if len(self.downsample) != len(self.channels) - 1 or any(len(d) != 3 for d in self.downsample):
+            raise ValueError("key 'model.downsample' needs one [t, h, w] factor per stage transition (len(channels) - 1)")
+        for c in list(self.channels) + [self.out_hidden_channels]:
+            if c % self.norm_groups:
+                raise ValueError(f"channel width {c} is not divisible by key 'model.norm_groups' ({self.norm_groups})")
+
+    @property
+    def compression(self) -> tuple[int, int, int]:
+        """Downsampling factor per axis (T, H, W)."""
+        return tuple(p * math.prod(d[i] for d in self.downsample) for i, p in enumerate(self.patch_size))
+
+
+@dataclass
+class TokenizerLossConfig:
+    """Reconstruction (L1 + L2), optional I3D perceptual and hinge-GAN terms."""
+
+    l1_weight: float = 1.0
+    l2_weight: float = 1.0
+    perceptual_weight: float = 0.0
+    gan_weight: float = 0.0
+    gan_start_step: int = 2000
+    disc_warmup_steps: int = 500
+    disc_channels: int = 64
+    disc_layers: int = 3
+    disc_lr: float = 1e-4
+    adaptive_weight_max: float = 1e4
+    log_videos_every_n_steps: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("l1_weight", "l2_weight", "perceptual_weight", "gan_weight"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"key 'loss.{key}' must be >= 0")
+
+
+@dataclass
+class TokenizerTrainConfig:
+    """Everything ``navid train-tokenizer`` needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: TokenizerModelConfig = field(default_factory=TokenizerModelConfig)
+    loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    out_dir: str = "runs/tokenizer"
+    seed: int = 0

@@ -1,0 +1,157 @@
+"""LightningModule for tokenizer training: reconstruction (+ optional GAN) loss, EMA, logging.
+
+Without a GAN (``loss.gan_weight == 0``, the CPU-tiny default) Lightning's automatic
+optimization runs one AdamW step per batch. With a GAN, manual optimization updates the
+generator and the discriminator on the same batch: the discriminator trains from
+``gan_start_step - disc_warmup_steps``, its loss reaches the generator from
+``gan_start_step``, weighted adaptively against the reconstruction gradient.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+import lightning as L
+import torch
+
+from navid import __version__
+from navid.config import to_dict
+from navid.tokenizer.checkpoint import tokenizer_payload
+from navid.tokenizer.config import TokenizerTrainConfig
+from navid.tokenizer.discriminator import PatchDiscriminator3d
+from navid.tokenizer.losses import (
+    adaptive_gan_weight,
+    codebook_stats,
+    hinge_d_loss,
+    hinge_g_loss,
+    psnr,
+    reconstruction_loss,
+)
+from navid.tokenizer.model import VideoTokenizer
+from navid.utils.ema import update_ema
+import dataclasses
+
+from navid.data.datamodule import VideoDataModule
+from navid.utils.training import adamw_with_schedule, build_trainer, resume_checkpoint
+
+
+class TokenizerModule(L.LightningModule):
+    def __init__(self, cfg: TokenizerTrainConfig) -> None:
+        super().__init__()
+        if cfg.loss.perceptual_weight > 0:
+            raise ValueError("key 'loss.perceptual_weight': the I3D perceptual loss is not wired in this version; set it to 0")
+        self.cfg = cfg
+        self.tokenizer = VideoTokenizer(cfg.model)
+        self.ema = copy.deepcopy(self.tokenizer).requires_grad_(False).eval()
+        self.use_gan = cfg.loss.gan_weight > 0
+        self.automatic_optimization = not self.use_gan
+        if self.use_gan:
+            self.discriminator = PatchDiscriminator3d(cfg.model.in_channels, cfg.loss.disc_channels, cfg.loss.disc_layers)
+
+    # ----------------------------------------------------------------- training
+    def _log_quantizer(self, tokens: torch.Tensor, prefix: str) -> None:
+        usage, perplexity = codebook_stats(tokens, self.tokenizer.vocab_size)
+        self.log(f"{prefix}/codebook_usage", usage)
+        self.log(f"{prefix}/perplexity", perplexity)
+
+    def _generator_loss(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        recon, tokens, aux = self.tokenizer(video)
+        rec = reconstruction_loss(recon, video, self.cfg.loss.l1_weight, self.cfg.loss.l2_weight)
+        self.log("train/rec_loss", rec, prog_bar=True)
+        self.log("train/psnr", psnr(recon.detach().clamp(-1, 1), video).mean(), prog_bar=True)
+        self._log_quantizer(tokens, "train")
+        return rec + aux, recon, tokens
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict:
+        video = batch[0]
+        if not self.use_gan:
+            loss, _, _ = self._generator_loss(video)
+            self.log("train/loss", loss)
+            return {"loss": loss}
+        return {"loss": self._gan_step(video)}
+
+    def _gan_step(self, video: torch.Tensor) -> torch.Tensor:
+        """One generator and one discriminator update on the same batch (manual optimization)."""
+        c, step = self.cfg.loss, self.global_step
+        opt_g, opt_d = self.optimizers()
+        sched_g, sched_d = self.lr_schedulers()
+        loss, recon, _ = self._generator_loss(video)
+        if step >= c.gan_start_step:
+            g_loss = hinge_g_loss(self.discriminator(recon))
+            last = self.tokenizer.decoder.body[-1].weight
+            weight = adaptive_gan_weight(loss, g_loss, last, c.adaptive_weight_max)
+            loss = loss + c.gan_weight * weight * g_loss
+            self.log("train/g_loss", g_loss)
+            self.log("train/gan_weight", weight)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self.clip_gradients(opt_g, gradient_clip_val=self.cfg.trainer.gradient_clip_val or None)
+        opt_g.step()
+        sched_g.step()
+        if step >= c.gan_start_step - c.disc_warmup_steps:
+            d_loss = hinge_d_loss(self.discriminator(video), self.discriminator(recon.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            grads = [p.grad.norm() for p in self.discriminator.parameters() if p.grad is not None]
+            self.log("train/d_grad_norm", torch.stack(grads).norm())
+            self.clip_gradients(opt_d, gradient_clip_val=self.cfg.trainer.gradient_clip_val or None)
+            opt_d.step()
+            self.log("train/d_loss", d_loss)
+        sched_d.step()
+        self.log("train/loss", loss)
+        return loss.detach()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        update_ema(self.ema, self.tokenizer, self.cfg.optim.ema_decay)
+        every = self.cfg.loss.log_videos_every_n_steps
+        if every and self.global_step % every == 0 and self.trainer.is_global_zero:
+            self._write_reconstruction(batch[0][:1])
+
+    def _write_reconstruction(self, video: torch.Tensor) -> None:
+        from navid.data.video_io import tensor_to_frames, write_video
+
+        recon = self.ema.decode(self.ema.encode(video))
+        side = torch.cat([video, recon], dim=-1)[0]  # (C, T, H, 2W): original | reconstruction
+        out = Path(self.trainer.default_root_dir) / "reconstructions" / f"step{self.global_step:07d}.gif"
+        write_video(out, tensor_to_frames(side), fps=8)
+
+    # --------------------------------------------------------------- validation
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        video = batch[0]
+        tokens = self.ema.encode(video)
+        recon = self.ema.decode(tokens)
+        self.log("val/psnr", psnr(recon, video).mean(), prog_bar=True, sync_dist=True)
+        self._log_quantizer(tokens, "val")
+
+    # ------------------------------------------------------------ optimization
+    def configure_optimizers(self):
+        total = self.cfg.trainer.max_steps
+        gen = adamw_with_schedule(self.tokenizer, self.cfg.optim, total)
+        if not self.use_gan:
+            return gen
+        disc_cfg = copy.copy(self.cfg.optim)
+        disc_cfg.lr = self.cfg.loss.disc_lr
+        disc = adamw_with_schedule(self.discriminator, disc_cfg, total)
+        return [gen["optimizer"], disc["optimizer"]], [gen["lr_scheduler"], disc["lr_scheduler"]]
+
+    # ------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["navid_version"] = __version__
+        checkpoint["config"] = to_dict(self.cfg)
+        checkpoint["navid_tokenizer"] = tokenizer_payload(self.ema)
+
+
+def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False) -> Path:
+    """Train (or resume) a tokenizer; returns the exported ``out_dir/tokenizer.pt`` (EMA weights)."""
+    from navid.tokenizer.checkpoint import save_tokenizer
+
+    L.seed_everything(cfg.seed, workers=True)
+    data = VideoDataModule(cfg.data)
+    module = TokenizerModule(cfg)
+    trainer_cfg = cfg.trainer
+    if module.use_gan:  # manual optimization clips gradients itself
+        trainer_cfg = dataclasses.replace(trainer_cfg, gradient_clip_val=0.0)
+    trainer = build_trainer(trainer_cfg, cfg.out_dir)
+    trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume))
+    trainer.save_checkpoint(Path(cfg.out_dir) / "checkpoints" / "last.ckpt")
+    return save_tokenizer(module.ema, Path(cfg.out_dir) / "tokenizer.pt")

@@ -1,0 +1,92 @@
+"""Resilience of generator training: resume, SIGKILL + --resume, NaN stop, output-folder rules."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from generator_helpers import make_token_cache, tiny_config, tiny_overrides
+from navid.cli import main
+from navid.generation.lightning_module import train_generator
+from navid.utils.training import NonFiniteLossError
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_resume_continues_step_count_and_optimizer(tmp_path):
+    cache = make_token_cache(tmp_path / "cache")
+    # Constant LR after warm-up (min_lr_ratio=1), so a 10-step run resumed to 20 follows the
+    # same LR as an uninterrupted 20-step run; one batch holds the whole cache, so data order
+    # does not matter either. Any lost optimizer state would show in the final weights.
+    common = {"optim.min_lr_ratio": 1.0, "optim.ema_decay": 0.9}
+    full = _load(train_generator(tiny_config(cache, tmp_path / "full", steps=20, **common)))
+
+    train_generator(tiny_config(cache, tmp_path / "split", steps=10, **common))
+    first = _load(tmp_path / "split" / "checkpoints" / "last.ckpt")
+    assert first["global_step"] == 10
+    resumed = _load(train_generator(tiny_config(cache, tmp_path / "split", steps=20, **common), resume=True))
+
+    assert resumed["global_step"] == full["global_step"] == 20
+    adam = resumed["optimizer_states"][0]["state"]
+    assert all(int(s["step"]) == 20 for s in adam.values())
+    for name, value in full["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][name], value, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_nan_loss_stops_training_naming_the_step(tmp_path, capsys):
+    cache = make_token_cache(tmp_path / "cache")
+    # A learning rate of 1e36 makes the logits overflow within a few steps: a real divergence.
+    cfg = tiny_config(cache, tmp_path / "run", steps=50, **{"optim.lr": 1e36, "optim.warmup_steps": 1})
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at global step \d+"):
+        train_generator(cfg)
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+    argv = ["train", *tiny_overrides(cache, tmp_path / "cli", steps=50, **{"optim.lr": 1e36, "optim.warmup_steps": 1})]
+    assert main(argv) == 1
+    assert "at global step" in capsys.readouterr().err
+
+
+def test_existing_output_needs_resume_or_overwrite(tmp_path, capsys):
+    cache = make_token_cache(tmp_path / "cache")
+    argv = ["train", *tiny_overrides(cache, tmp_path / "run", steps=2)]
+    assert main(argv) == 0
+    assert main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+    assert main([*argv, "--resume"]) == 0
+    assert main(["train", "--resume", *tiny_overrides(cache, tmp_path / "none", steps=2)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_reaches_the_same_final_step(tmp_path):
+    cache = make_token_cache(tmp_path / "cache")
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "navid.cli", "train", *tiny_overrides(cache, out, steps=400, **{"trainer.checkpoint_every_n_steps": 5})]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    last = out / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    killed_at = _load(last)["global_step"]
+    assert 0 < killed_at < 400
+
+    done = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    final = _load(last)
+    assert final["global_step"] == 400
+    # The resumed run started from the killed run's checkpoint, not from scratch.
+    logged_steps = (out / "logs" / "version_1" / "metrics.csv").read_text().splitlines()[1:]
+    assert min(int(line.split(",")[1]) for line in logged_steps if line) >= killed_at
