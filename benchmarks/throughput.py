@@ -17,11 +17,11 @@ into ``--out`` (default ``benchmarks/results``); ``--tag`` adds a suffix to the 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +110,7 @@ def markdown(rows, ratios, info) -> str:
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['threads']} intra-op thread(s), "
         f"device `{info['device']}`{', ' + info['gpu'] if 'gpu' in info else ''}; load average at start {info['load_avg_start']}, "
         f"at end {info['load_avg']}. Random weights, vocab {info['vocab_size']}, no guidance.",
+        *[f"Earlier rows kept from a run with load average {e['load_avg_start']} -> {e['load_avg']}." for e in info.get("earlier_runs", [])],
         "",
         "| trunk | params | grid | batch | schedule | steps | s/batch | videos/s | tokens/s | GFLOP/video | GFLOP/s | forward share | peak MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -120,7 +121,12 @@ def markdown(rows, ratios, info) -> str:
             f"{r['seconds']:.4f} | {r['videos_per_s']:.2f} | {r['tokens_per_s']:.0f} | {r['gflops_per_video']:.2f} | "
             f"{r['gflops_per_s']:.1f} | {r['forward_share']:.1%} | {r['peak_mem_mb']:.0f} |"
         )
-    lines += ["", "NAR speed-up (videos/s ratio, same run):", "",
+    lines += ["", "GFLOP/video is counted from the schedule (block matmuls per slot, attention of each block over its "
+              "cached prefix, vocabulary projections per target). With the same trunk NAR does more arithmetic per video "
+              "than PAR/raster (two extra head blocks, three vocabulary projections), so its speed-up approaches the step "
+              "ratio only where per-step latency dominates (small trunk, small batch) and drops towards the arithmetic "
+              "ratio where the device is busy (large trunk or batch on a CPU).",
+              "", "NAR speed-up (videos/s ratio, same run):", "",
               "| trunk | grid | batch | NAR / PAR-4x | NAR / raster | step ratio vs PAR-4x | step ratio vs raster |",
               "|---|---|---|---|---|---|---|"]
     for q in ratios:
@@ -169,6 +175,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny trunk, batch 1, one timed run")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--tag", default="", help="suffix for the output file names, e.g. _cuda")
+    p.add_argument("--append", action="store_true", help="keep the rows of an existing JSON (same settings are replaced)")
     args = p.parse_args()
     if args.quick:
         args.trunks, args.batches, args.repeats = ["tiny"], [1], 1
@@ -194,6 +201,13 @@ def main() -> None:
                     rows.append(row)
                     print(f"{trunk:>4} {row['grid']:>8} b{batch:<3} {kind:>6}: {row['steps']:5d} steps {row['seconds']:.4f} s "
                           f"{row['videos_per_s']:.2f} videos/s forward {row['forward_share']:.1%}", flush=True)
+    json_path = args.out / f"throughput{args.tag}.json"
+    if args.append and json_path.exists():
+        old = json.loads(json_path.read_text())
+        key = lambda r: (r["trunk"], r["grid"], r["batch"], r["schedule"], r["device"])  # noqa: E731
+        new = {key(r) for r in rows}
+        rows = [r for r in old["rows"] if key(r) not in new] + rows
+        info["earlier_runs"] = old["machine"].get("earlier_runs", []) + [{k: v for k, v in old["machine"].items() if k != "earlier_runs"}]
     ratios = []
     for trunk, grid, batch in dict.fromkeys((r["trunk"], r["grid"], r["batch"]) for r in rows):
         by = {r["schedule"]: r for r in rows if (r["trunk"], r["grid"], r["batch"]) == (trunk, grid, batch)}
@@ -207,7 +221,7 @@ def main() -> None:
         ratios.append(q)
     info["load_avg"] = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / f"throughput{args.tag}.json", dict(machine=info, rows=rows, ratios=ratios))
+    write_json_atomic(json_path, dict(machine=info, rows=rows, ratios=ratios))
     write_text_atomic(args.out / f"throughput{args.tag}.md", markdown(rows, ratios, info))
     plot(rows, args.out / f"throughput{args.tag}.png")
     print(markdown(rows, ratios, info))

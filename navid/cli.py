@@ -17,6 +17,7 @@ from navid import __version__
 
 COMMAND_MODULES = (
     "navid.commands.data",
+    "navid.commands.fvd",
     "navid.commands.generator",
     "navid.commands.tokenizer",
 )

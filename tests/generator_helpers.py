@@ -50,3 +50,17 @@ def tiny_overrides(cache: Path, out_dir: Path, schedule: str = "nar", steps: int
 
 def tiny_config(cache: Path, out_dir: Path, schedule: str = "nar", steps: int = 20, **extra) -> GeneratorTrainConfig:
     return load_config(GeneratorTrainConfig, None, tiny_overrides(cache, out_dir, schedule, steps, **extra))
+
+
+def make_tokenizer(path: Path, patch_size=(4, 16, 16), fsq_levels=(4, 4), seed: int = 0) -> tuple[Path, str]:
+    """A small random-weight tokenizer file and its fingerprint (decoding needs no training)."""
+    import torch
+
+    from navid.tokenizer.checkpoint import save_tokenizer, tokenizer_fingerprint
+    from navid.tokenizer.config import TokenizerModelConfig
+    from navid.tokenizer.model import VideoTokenizer
+
+    torch.manual_seed(seed)
+    cfg = TokenizerModelConfig(patch_size=list(patch_size), channels=[16], downsample=[], out_hidden_channels=16, fsq_levels=list(fsq_levels))
+    tokenizer = VideoTokenizer(cfg)
+    return save_tokenizer(tokenizer, path), tokenizer_fingerprint(tokenizer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from navid.generation.sampler import SamplingConfig, cfg_combine, filter_logits, sample
+from navid.generation.sampler import SamplingConfig, cfg_combine, filter_logits, sample, sample_logits
 from navid.generation.schedule import build_schedule
 from navid.generation.transformer import Transformer, TransformerConfig
 
@@ -17,8 +17,7 @@ TINY = dict(vocab_size=31, num_classes=5, dim=48, depth=2, num_heads=4, multiple
 def random_model(kind: str) -> Transformer:
     torch.manual_seed(0)
     model = Transformer(TransformerConfig(**TINY), kind).eval()
-    for out in model.head_outs:
-        torch.nn.init.normal_(out.weight, std=0.5)
+    torch.nn.init.normal_(model.head_out.weight, std=0.5)
     return model
 
 
@@ -82,3 +81,10 @@ def test_filters():
     assert torch.isfinite(kept[0, :2]).all() and torch.isinf(kept[0, 2:]).all()
     with pytest.raises(ValueError, match="top_p"):
         SamplingConfig(top_p=0)
+
+
+def test_sampling_follows_the_distribution():
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0]).log_softmax(-1).expand(1, 20000, 4)
+    tokens = sample_logits(logits, SamplingConfig(), torch.Generator().manual_seed(0))
+    freq = torch.bincount(tokens.flatten(), minlength=4).float() / tokens.numel()
+    torch.testing.assert_close(freq, logits[0, 0].softmax(-1), atol=0.015, rtol=0)

@@ -15,8 +15,7 @@ TINY = dict(vocab_size=23, num_classes=5, dim=48, depth=2, num_heads=4, multiple
 def random_model(kind: str) -> Transformer:
     torch.manual_seed(0)
     model = Transformer(TransformerConfig(**TINY), kind).double().eval()
-    for out in model.head_outs:  # zero-initialised heads would make every logit 0
-        torch.nn.init.normal_(out.weight)
+    torch.nn.init.normal_(model.head_out.weight)  # zero-initialised heads would make every logit 0
     return model
 
 
@@ -46,7 +45,7 @@ def test_output_heads_zero_initialised():
     schedule = build_schedule("nar", (2, 3, 3))
     logits = model.target_logits(torch.zeros(1, 2, 3, 3, dtype=torch.long), torch.tensor([0]), schedule)
     assert torch.count_nonzero(logits) == 0
-    assert len(model.head_outs) == 3 and len(model.layers) == TINY["depth"] + 2
+    assert model.head_out.in_features == 3 * TINY["dim"] and len(model.layers) == TINY["depth"] + 2
     assert len(Transformer(TransformerConfig(**TINY), "par4").special_emb) == 3
 
 

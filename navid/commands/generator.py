@@ -27,10 +27,147 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode.add_argument("--overwrite", action="store_true", help="start a new run in a non-empty out_dir")
     train.set_defaults(func=run_train)
 
+    sample = subparsers.add_parser("sample", help="generate class-conditional clips with a trained generator")
+    _add_model_arguments(sample)
+    which = sample.add_mutually_exclusive_group()
+    which.add_argument("--classes", help="comma-separated class ids and/or names (default: all)")
+    which.add_argument("--all-classes", action="store_true", help="one grid per class (the default)")
+    sample.add_argument("--per-class", type=int, default=4, help="clips per class")
+    sample.add_argument("--fps", type=float, default=8.0, help="frame rate of the written videos")
+    sample.add_argument("--out", required=True, help="output folder (new or empty unless --overwrite)")
+    sample.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    sample.set_defaults(func=run_sample)
+
+    evaluate = subparsers.add_parser("evaluate", help="FVD / KVD / per-class FVD of a generator against real clips")
+    _add_model_arguments(evaluate)
+    evaluate.add_argument("--data", required=True, help="UCF-101-layout dataset root (class folders + ucfTrainTestlist/)")
+    evaluate.add_argument("--split", default="train", choices=("train", "test"), help="real clips from this split (papers: train)")
+    evaluate.add_argument("--fold", type=int, default=1, choices=(1, 2, 3))
+    evaluate.add_argument("--num", type=int, default=2048, help="generated clips = real clips (papers: 2048 or 10000)")
+    evaluate.add_argument("--stats-cache", help="folder caching the real clips' I3D features")
+    evaluate.add_argument("--json", help="write the report here (refused if it exists, unless --overwrite)")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --json")
+    evaluate.set_defaults(func=run_evaluate)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Checkpoints, sampling settings, seed and device: shared by ``sample`` and ``evaluate``."""
+    parser.add_argument("--generator", required=True, help="generator checkpoint (navid train)")
+    parser.add_argument("--tokenizer", required=True, help="tokenizer checkpoint (the one that made the token cache)")
+    parser.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
+    parser.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=16, help="clips sampled together")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--raw-weights", action="store_true", help="use the training weights instead of the EMA weights")
+
+
+def _load_models(args: argparse.Namespace):
+    """``(generator, schedule, meta, tokenizer, sampling config, device)`` from the shared arguments."""
+    import torch
+
+    from navid.generation.checkpoint import load_generator
+    from navid.generation.evaluation import check_tokenizer
+    from navid.generation.sampler import SamplingConfig
+    from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
+
+    if args.batch_size <= 0:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    sampling = SamplingConfig(cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    model, schedule, meta = load_generator(args.generator, map_location=device, ema=not args.raw_weights)
+    tokenizer = load_tokenizer(args.tokenizer, map_location=device)
+    check_tokenizer(meta, tokenizer_fingerprint(tokenizer), args.tokenizer)
+    return model, schedule, meta, tokenizer, sampling, device
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from navid.data.video_io import tensor_to_frames, write_video
+    from navid.generation.evaluation import generate_batches, resolve_classes
+    from navid.utils.atomic import prepare_output_dir, torch_save_atomic, write_json_atomic
+
+    if args.per_class <= 0:
+        raise ValueError(f"--per-class must be positive, got {args.per_class}")
+    model, schedule, meta, tokenizer, sampling, device = _load_models(args)
+    names = meta["class_names"]
+    classes = resolve_classes(args.classes, args.all_classes, names)
+    out = prepare_output_dir(args.out, args.overwrite)
+    labels = torch.tensor(classes, device=device).repeat_interleave(args.per_class)  # (N,)
+
+    tokens, frames, steps, seconds = [], [], 0, 0.0
+    for batch in generate_batches(model, schedule, tokenizer, labels, sampling, args.batch_size, progress=True):
+        tokens.append(batch.tokens.cpu())
+        frames.extend(tensor_to_frames(v) for v in batch.video)  # (T, H, W, 3) uint8 each
+        steps, seconds = batch.steps, seconds + batch.seconds
+
+    files = []
+    for i, (label, clip) in enumerate(zip(labels.tolist(), frames)):
+        files.append(str(write_video(out / "videos" / f"{_stem(label, names)}_{i % args.per_class:02d}.mp4", clip, args.fps).relative_to(out)))
+    grids = []
+    for j, label in enumerate(classes):
+        grid = caption_grid(frames[j * args.per_class : (j + 1) * args.per_class], names[label])
+        for suffix in (".gif", ".mp4"):
+            grids.append(str(write_video(out / "grids" / f"{_stem(label, names)}{suffix}", grid, args.fps).relative_to(out)))
+    torch_save_atomic({"tokens": torch.cat(tokens), "labels": labels.cpu(), "class_names": list(names)}, out / "tokens.pt")
+    write_json_atomic(out / "samples.json", {
+        "generator": str(args.generator),
+        "tokenizer": str(args.tokenizer),
+        "weights": "raw" if args.raw_weights else "ema",
+        "schedule": schedule.kind,
+        "grid": list(schedule.grid),
+        "classes": [{"id": c, "name": names[c]} for c in classes],
+        "per_class": args.per_class,
+        "sampling": dataclasses.asdict(sampling),
+        "batch_size": args.batch_size,
+        "device": str(device),
+        "forward_steps_per_batch": steps,
+        "sampling_seconds": seconds,
+        "videos": files,
+        "grids": grids,
+        "tokens": "tokens.pt",
+    })
+    print(f"wrote {len(files)} clips and {len(classes)} class grids to {out} ({steps} forward steps per batch, {seconds:.2f} s sampling)")
+    return 0
+
+
+def _stem(label: int, names: list[str]) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in names[label])
+    return f"{label:03d}_{safe}"
+
+
+def caption_grid(clips: list, caption: str, pad: int = 2):
+    """Tile uint8 clips (T, H, W, 3) in a near-square grid under a strip with ``caption`` drawn on it."""
+    import math
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    T, H, W, _ = clips[0].shape
+    cols = math.ceil(math.sqrt(len(clips)))
+    rows = math.ceil(len(clips) / cols)
+    strip = 14
+    height, width = strip + rows * (H + pad) + pad, cols * (W + pad) + pad
+    grid = np.full((T, height + height % 2, width + width % 2, 3), 255, dtype=np.uint8)  # even sizes for MP4
+    for k, clip in enumerate(clips):
+        y, x = strip + pad + (k // cols) * (H + pad), pad + (k % cols) * (W + pad)
+        grid[:, y : y + H, x : x + W] = clip
+    label = Image.new("RGB", (grid.shape[2], strip), "white")
+    ImageDraw.Draw(label).text((pad, 1), caption, fill="black")
+    grid[:, :strip] = np.asarray(label)
+    return grid
+
 
 def run_train(args: argparse.Namespace) -> int:
     from navid.config import load_config, to_dict
+    from navid.data.token_cache import TokenCache
     from navid.generation.config import GeneratorTrainConfig
+    from navid.generation.schedule import build_schedule
     from navid.generation.lightning_module import train_generator
     from navid.utils.atomic import prepare_output_dir, write_text_atomic
     from navid.utils.training import NonFiniteLossError
@@ -38,6 +175,8 @@ def run_train(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
     cfg = load_config(GeneratorTrainConfig, args.config, args.overrides)
+    # Bad data or a grid the schedule cannot split fail here, before the output folder exists.
+    build_schedule(cfg.model.schedule, TokenCache(cfg.data.tokens, cfg.tokenizer_fingerprint).grid)
     out = Path(cfg.out_dir)
     # Under DDP every rank runs this command; only rank 0 judges and prepares the folder
     # (the others would find it already made by rank 0).
@@ -53,4 +192,59 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"navid train: stopped: {err}", file=sys.stderr)
         return 1
     print(f"checkpoint: {last}")
+    return 0
+
+
+def _distributed_device(requested: str):
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1); each rank takes its local GPU."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available() and requested == "auto":
+            return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return requested
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from navid.data.ucf101 import UCF101Clips
+    from navid.generation.evaluation import evaluate_generator, i3d_features, rank_world
+    from navid.utils.atomic import write_json_atomic
+
+    if args.num < 2:
+        raise ValueError(f"--num must be at least 2 (FVD needs a covariance), got {args.num}")
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise FileExistsError(f"--json {args.json} exists; pass --overwrite to replace it")
+    args.device = _distributed_device(args.device)
+    model, schedule, meta, tokenizer, sampling, device = _load_models(args)
+    (t, h, w), (ct, ch, cw) = schedule.grid, tokenizer.compression
+    if h * ch != w * cw:
+        raise ValueError(f"generated clips are {h * ch}x{w * cw}; the FVD protocol compares square clips")
+    real = UCF101Clips(args.data, args.split, args.fold, num_frames=t * ct, resolution=h * ch)
+    if list(real.class_names) != list(meta["class_names"]):
+        raise ValueError(f"{args.data}: its classes differ from the {len(meta['class_names'])} classes the generator was trained on")
+    features, provenance = i3d_features(device)
+    cache_key = {
+        "data": str(Path(args.data).resolve()), "split": args.split, "fold": args.fold, "num": args.num, "seed": args.seed,
+        "num_frames": t * ct, "resolution": h * ch, "features": provenance,
+    }
+    report = evaluate_generator(model, schedule, tokenizer, real, args.num, sampling, args.batch_size, features, args.stats_cache, cache_key)
+    report.update({
+        "generator": str(args.generator), "tokenizer": str(args.tokenizer), "weights": "raw" if args.raw_weights else "ema",
+        "schedule": schedule.kind, "real_clips": cache_key, "sampling": dataclasses.asdict(sampling),
+        "batch_size": args.batch_size, "device": str(device), "fvd_provenance": provenance,
+    })
+    if rank_world()[0] == 0:
+        if args.json:
+            write_json_atomic(args.json, report)
+        print(f"FVD {report['fvd']:.2f}  KVD {report['kvd']:.4f}  ({args.num} generated vs {args.num} real {args.split} clips, cfg {args.cfg})")
+        nearest = report["per_class_fvd"]["own_class_nearest"]
+        if nearest is not None:
+            print(f"per-class FVD: {nearest:.0%} of generated classes are nearest their own real class")
     return 0

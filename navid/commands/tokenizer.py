@@ -43,7 +43,7 @@ def _add_data_arguments(parser: argparse.ArgumentParser, default_split: str) -> 
     parser.add_argument("--split", default=default_split, choices=("train", "test"))
     parser.add_argument("--fold", type=int, default=1, choices=(1, 2, 3))
     parser.add_argument("--num-frames", type=int, default=16)
-    parser.add_argument("--resolution", type=int, default=None, help="default: the tokenizer's training resolution is not stored, so 64")
+    parser.add_argument("--resolution", type=int, default=64, help="frame size (the tokenizer's training size)")
     parser.add_argument("--frame-stride", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
@@ -70,12 +70,13 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _clips(args: argparse.Namespace, train_split: bool):
+def _clips(args: argparse.Namespace):
+    """The requested split, clips centred in each video (no random crops or flips)."""
     from navid.data.ucf101 import UCF101Clips
 
     return UCF101Clips(
         args.data, split=args.split, fold=args.fold, num_frames=args.num_frames, frame_stride=args.frame_stride,
-        resolution=args.resolution or 64, train=False,
+        resolution=args.resolution, train=False,
     )
 
 
@@ -104,7 +105,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(args.tokenizer, map_location=args.device)
-    ds = _clips(args, train_split=False)
+    ds = _clips(args)
     n = len(ds) if args.num is None else min(args.num, len(ds))
     fvd = _fvd_metric(args.device) if args.fvd else None
     ssim = StructuralSimilarityIndexMeasure(data_range=2.0).to(args.device)
@@ -164,7 +165,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
         raise ValueError(f"--clips-per-video must be >= 1, got {args.clips_per_video}")
     out = prepare_output_dir(args.out, args.overwrite)
     tokenizer = load_tokenizer(args.tokenizer, map_location=args.device)
-    ds = _clips(args, train_split=True)
+    ds = _clips(args)
     k = args.clips_per_video
     items = []  # (video index, start frame): K evenly spaced clips per video
     for i, count in enumerate(ds.frame_counts):

@@ -8,7 +8,8 @@
   classifier-free guidance, learnable special embeddings (PAR transition slots M1..M(n-1)).
 - Heads: NAR follows the reference design (DESIGN.md §1): the column head reads the trunk output,
   the time head one extra block deeper, the row head a second extra block deeper; each head is
-  RMSNorm + a zero-initialised linear to the vocabulary. PAR and raster: one head on the trunk.
+  RMSNorm + a zero-initialised linear to the vocabulary (the K linears are
+  stored as one (V, K*D) matrix so the mean of their logits is a single GEMM). PAR and raster: one head on the trunk.
   The extra blocks are ordinary blocks with their own KV cache, so the sampler treats them like
   trunk layers and only the taps differ.
 
@@ -116,14 +117,17 @@ def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(xc * rope).flatten(-2).to(x.dtype)
 
 
-class KVCache(nn.Module):
-    """Static k/v buffers (B, heads, L, hd), written at slot ranges; allocated once per sampling run."""
+class KVCache:
+    """Static k/v buffers (B, heads, L, hd) of one layer, written at slot ranges.
+
+    A plain object, not a module: it is no part of the model's state, so EMA copies, ``state_dict``
+    and ``deepcopy`` never see it; ``Transformer.setup_cache`` allocates one per layer per run.
+    """
 
     def __init__(self, batch: int, heads: int, length: int, head_dim: int, device, dtype):
-        super().__init__()
         shape = (batch, heads, length, head_dim)
-        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
 
     def update(self, start: int, k: torch.Tensor, v: torch.Tensor):
         """Write k, v (B, h, S, hd) at slots [start, start+S); return keys/values of slots [0, start+S)."""
@@ -139,16 +143,16 @@ class Attention(nn.Module):
         self.heads, self.head_dim = cfg.num_heads, cfg.head_dim
         self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
-        self.cache: Optional[KVCache] = None
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor, mask: Optional[torch.Tensor], start: Optional[int]) -> torch.Tensor:
-        """x (B, S, D); rope (S, hd/2) complex; mask (S, S) bool for the full pass, or ``start`` = first slot for the cache pass."""
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, mask: Optional[torch.Tensor], cache: Optional[KVCache], start: int) -> torch.Tensor:
+        """x (B, S, D); rope (S, hd/2) complex; full pass: mask (S, S) bool, no cache;
+        cache pass: ``cache`` and ``start`` = the block's first slot (the block sees every slot < start+S)."""
         B, S, D = x.shape
         qkv = self.wqkv(x).view(B, S, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, S, hd)
         q, k = apply_rope(qkv[:2], rope)  # (B, h, S, hd) each
         v = qkv[2]
-        if start is not None:
-            k, v = self.cache.update(start, k, v)  # (B, h, start+S, hd); all visible to this block
+        if cache is not None:
+            k, v = cache.update(start, k, v)  # (B, h, start+S, hd); all visible to this block
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, S, hd)
         return self.wo(y.transpose(1, 2).reshape(B, S, D))
 
@@ -172,8 +176,8 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = FeedForward(cfg)
 
-    def forward(self, x, rope, mask, start):
-        x = x + self.attn(self.attn_norm(x), rope, mask, start)
+    def forward(self, x, rope, mask, cache, start):
+        x = x + self.attn(self.attn_norm(x), rope, mask, cache, start)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -192,7 +196,8 @@ class Transformer(nn.Module):
         # layer count after which each head reads: NAR (time, row, column) = (depth+1, depth+2, depth)
         self.taps: List[int] = [cfg.depth + 1, cfg.depth + 2, cfg.depth] if num_out == 3 else [cfg.depth]
         self.head_norms = nn.ModuleList(RMSNorm(cfg.dim, cfg.norm_eps) for _ in range(num_out))
-        self.head_outs = nn.ModuleList(nn.Linear(cfg.dim, cfg.vocab_size, bias=False) for _ in range(num_out))
+        # column block k of head_out is head k's vocabulary projection (V, D)
+        self.head_out = nn.Linear(num_out * cfg.dim, cfg.vocab_size, bias=False)
         self._step: Dict[str, object] = {}
         self.initialize_weights()
 
@@ -203,8 +208,7 @@ class Transformer(nn.Module):
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, std=std)
         nn.init.normal_(self.special_emb, std=std)
-        for out in self.head_outs:
-            nn.init.zeros_(out.weight)
+        nn.init.zeros_(self.head_out.weight)
 
     # ---------------------------------------------------------------- shared pieces
     def _embed(self, tokens: torch.Tensor, labels: torch.Tensor, slot_token, slot_special, slot_is_class) -> torch.Tensor:
@@ -217,21 +221,22 @@ class Transformer(nn.Module):
             x = torch.where((slot_special >= 0)[None, :, None], spec, x)
         return x
 
-    def _run_layers(self, x, rope, mask, start) -> List[torch.Tensor]:
+    def _run_layers(self, x, rope, mask, caches, start) -> List[torch.Tensor]:
         """Run all blocks; return the hidden state (B, S, D) read by each head."""
         outs = {0: x}
         for i, layer in enumerate(self.layers):
-            x = layer(x, rope, mask, start)
+            x = layer(x, rope, mask, caches[i] if caches else None, start)
             outs[i + 1] = x
         return [outs[t] for t in self.taps]
 
     def _head_logits(self, taps: Sequence[torch.Tensor], slot: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """taps K x (B, S, D); slot (K, M) index into S; weight (K, M) -> averaged logits (B, M, V)."""
-        logits = None
-        for k, (h, norm, out) in enumerate(zip(taps, self.head_norms, self.head_outs)):
-            part = out(norm(h[:, slot[k]])) * weight[k, None, :, None].to(h.dtype)  # (B, M, V)
-            logits = part if logits is None else logits + part
-        return logits
+        """taps K x (B, S, D); slot (K, M) index into S; weight (K, M) -> averaged logits (B, M, V).
+
+        sum_k w_k W_k norm_k(h_k) is computed as one matmul of the weighted, concatenated head
+        features (B, M, K*D) with ``head_out`` (V, K*D): the K vocabulary projections in one GEMM.
+        """
+        feats = [norm(h[:, slot[k]]) * weight[k, None, :, None].to(h.dtype) for k, (h, norm) in enumerate(zip(taps, self.head_norms))]
+        return self.head_out(torch.cat(feats, dim=-1))  # (B, M, V)
 
     def _check_kind(self, schedule: Schedule) -> None:
         if schedule.kind != self.schedule_kind:
@@ -250,7 +255,7 @@ class Transformer(nn.Module):
         x = self._embed(flat, labels, schedule.slot_token.to(dev), schedule.slot_special.to(dev), schedule.slot_is_class.to(dev))
         rope = rope_3d(schedule.slot_coords.to(dev), self.cfg.head_dim, self.cfg.rope_theta)  # (L, hd/2) complex
         rope = rope.to(rope_dtype(self.tok_emb.weight.dtype))
-        taps = self._run_layers(x, rope, schedule.attention_mask.to(dev), None)  # K x (B, L, D)
+        taps = self._run_layers(x, rope, schedule.attention_mask.to(dev), None, 0)  # K x (B, L, D)
         slot = schedule.target_slot.clamp(min=0).to(dev)  # (K, N)
         return self._head_logits(taps, slot, schedule.target_weight.to(dev))
 
@@ -260,10 +265,8 @@ class Transformer(nn.Module):
         self._check_kind(schedule)
         p = next(self.parameters())
         device, dtype = device or p.device, dtype or p.dtype
-        for layer in self.layers:
-            layer.attn.cache = KVCache(batch_size, self.cfg.num_heads, schedule.num_slots, self.cfg.head_dim, device, dtype)
         self._step = dict(
-            schedule=schedule,
+            caches=[KVCache(batch_size, self.cfg.num_heads, schedule.num_slots, self.cfg.head_dim, device, dtype) for _ in self.layers],
             bounds=schedule.block_bounds.tolist(),
             slot_token=schedule.slot_token.to(device),
             slot_special=schedule.slot_special.to(device),
@@ -273,6 +276,10 @@ class Transformer(nn.Module):
             weights=[w.to(device) for w in schedule.step_weights],
         )
 
+    def release_cache(self) -> None:
+        """Free the KV buffers (they hold batch x layers x L x D activations)."""
+        self._step = {}
+
     def block_forward(self, tokens: torch.Tensor, labels: torch.Tensor, block: int) -> torch.Tensor:
         """Feed block ``block`` through the cached model -> logits (B, Nb, V) of the targets it completes.
 
@@ -281,7 +288,7 @@ class Transformer(nn.Module):
         st = self._step
         start, end = st["bounds"][block], st["bounds"][block + 1]
         x = self._embed(tokens, labels, st["slot_token"][start:end], st["slot_special"][start:end], st["slot_is_class"][start:end])
-        taps = self._run_layers(x, st["rope"][start:end], None, start)  # K x (B, Sb, D)
+        taps = self._run_layers(x, st["rope"][start:end], None, st["caches"], start)  # K x (B, Sb, D)
         return self._head_logits(taps, st["slots"][block], st["weights"][block])
 
     def prefill(self, labels: torch.Tensor, num_positions: int) -> torch.Tensor:

@@ -1,0 +1,237 @@
+"""Generating decoded clips from a trained generator, and the papers' FVD protocol over them.
+
+Shared by ``navid sample`` (a few clips, written to files), ``navid evaluate`` (thousands,
+reduced to I3D features batch by batch, never all held as video) and ``navid demo``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from navid.generation.sampler import SamplingConfig, sample
+from navid.generation.schedule import Schedule
+from navid.generation.transformer import Transformer
+
+
+@dataclass
+class GeneratedBatch:
+    labels: torch.Tensor  # (B,) int64
+    tokens: torch.Tensor  # (B, T', H', W') int64
+    video: torch.Tensor  # (B, C, T, H, W) float in [-1, 1]
+    steps: int  # forward steps of the sampler
+    seconds: float  # sampling time (decoding excluded)
+
+
+def check_tokenizer(meta: dict, tokenizer_fingerprint: str, tokenizer_path: str) -> None:
+    """Refuse to decode tokens with a tokenizer other than the one the generator was trained on."""
+    if meta["tokenizer_fingerprint"] != tokenizer_fingerprint:
+        raise ValueError(
+            f"tokenizer {tokenizer_path} has fingerprint {tokenizer_fingerprint}, but the generator was trained on "
+            f"tokens of tokenizer {meta['tokenizer_fingerprint']}; pass the tokenizer used to make its token cache"
+        )
+
+
+def generate_batches(
+    model: Transformer,
+    schedule: Schedule,
+    tokenizer: torch.nn.Module,
+    labels: torch.Tensor,
+    sampling: SamplingConfig,
+    batch_size: int,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = False,
+) -> Iterator[GeneratedBatch]:
+    """Sample and decode ``labels`` (N,) in batches of ``batch_size``, in order.
+
+    One ``torch.Generator`` (seeded with ``sampling.seed`` unless given) runs through all
+    batches, so the same seed and batch size give the same clips.
+    """
+    if generator is None:
+        generator = torch.Generator(device=labels.device).manual_seed(sampling.seed)
+    for start in range(0, labels.shape[0], batch_size):
+        batch = labels[start : start + batch_size]
+        result = sample(model, schedule, batch, sampling, generator=generator, progress=progress)
+        video = tokenizer.decode(result.tokens)  # (B, C, T, H, W)
+        yield GeneratedBatch(batch, result.tokens, video, result.steps, result.seconds)
+
+
+def resolve_classes(spec: Optional[str], all_classes: bool, class_names: Sequence[str]) -> list[int]:
+    """Class ids from ``--classes`` (comma-separated ids and/or names) or ``--all-classes``."""
+    if all_classes or spec is None:
+        return list(range(len(class_names)))
+    by_name = {name.lower(): i for i, name in enumerate(class_names)}
+    ids = []
+    for item in (s.strip() for s in spec.split(",")):
+        if item.isdigit() and int(item) < len(class_names):
+            ids.append(int(item))
+        elif item.lower() in by_name:
+            ids.append(by_name[item.lower()])
+        else:
+            valid = ", ".join(f"{i}={name}" for i, name in enumerate(class_names))
+            raise ValueError(f"unknown class '{item}'; valid classes (id=name): {valid}")
+    return ids
+
+
+# --------------------------------------------------------------------------- FVD protocol
+def choose_real_clips(num_clips: int, num: int, seed: int) -> np.ndarray:
+    """Indices of the ``num`` real clips (without replacement when the split is large enough).
+
+    Every rank calls this with the same seed, so all ranks agree on one choice.
+    """
+    rng = np.random.default_rng(seed)
+    return rng.choice(num_clips, size=num, replace=num > num_clips)
+
+
+def _covariance_factor(features: np.ndarray) -> np.ndarray:
+    """``A`` (n, D) with ``A.T @ A`` = the unbiased covariance of ``features`` (n, D)."""
+    centred = features - features.mean(axis=0)
+    return centred / np.sqrt(max(len(features) - 1, 1))
+
+
+def low_rank_frechet(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Fréchet distance of two small feature sets (n_a, D), (n_b, D), exact, in float64.
+
+    With covariances ``A^T A`` and ``B^T B``, ``Tr((S_a S_b)^1/2)`` is the sum of the
+    singular values of ``A B^T`` (n_a × n_b): the non-zero eigenvalues of ``A^T A B^T B``
+    are those of ``(A B^T)(A B^T)^T``. A per-class matrix of 101 × 101 distances therefore
+    costs small SVDs instead of 10,201 square roots of D × D matrices.
+    """
+    a, b = features_a.astype(np.float64), features_b.astype(np.float64)
+    fa, fb = _covariance_factor(a), _covariance_factor(b)
+    trace_sqrt = np.linalg.svd(fa @ fb.T, compute_uv=False).sum()
+    mean_term = np.sum((a.mean(axis=0) - b.mean(axis=0)) ** 2)
+    return float(mean_term + np.sum(fa * fa) + np.sum(fb * fb) - 2.0 * trace_sqrt)
+
+
+def per_class_fvd(gen_features: np.ndarray, gen_labels: np.ndarray, real_features: np.ndarray, real_labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) matrix: entry (i, j) = FVD of generated class i against real class j (NaN if < 2 clips)."""
+    matrix = np.full((num_classes, num_classes), np.nan)
+    groups_gen = [gen_features[gen_labels == c] for c in range(num_classes)]
+    groups_real = [real_features[real_labels == c] for c in range(num_classes)]
+    for i, gi in enumerate(groups_gen):
+        for j, rj in enumerate(groups_real):
+            if len(gi) >= 2 and len(rj) >= 2:
+                matrix[i, j] = low_rank_frechet(gi, rj)
+    return matrix
+
+
+def i3d_features(device: torch.device) -> tuple[Callable[[torch.Tensor], np.ndarray], dict]:
+    """The protocol's feature function (video (B, C, T, H, W) in [-1, 1] -> (B, 400) float64) and its provenance."""
+    from navid.metrics.fvd import RESIZE_METHOD, extract_features
+    from navid.metrics.i3d import load_i3d
+
+    detector = load_i3d(device=device)
+    provenance = {"detector": "TF-Hub Kinetics-400 I3D logits", "detector_sha256": detector.weights_sha256, "resize": RESIZE_METHOD}
+    return (lambda video: extract_features(detector, video).numpy()), provenance
+
+
+def rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather_shards(part: np.ndarray, total: int) -> np.ndarray:
+    """Reassemble rows sharded as ``rows[rank::world]`` from every rank, in the original order."""
+    rank, world = rank_world()
+    if world == 1:
+        return part
+    import torch.distributed as dist
+
+    parts: list = [None] * world
+    dist.all_gather_object(parts, part)
+    out = np.empty((total, *part.shape[1:]), dtype=part.dtype)
+    for r, p in enumerate(parts):
+        out[r::world] = p
+    return out
+
+
+def _real_features(real, indices: np.ndarray, features: Callable, batch_size: int, progress: bool) -> np.ndarray:
+    """I3D features (n, D) of the real clips ``indices`` (this rank's shard)."""
+    rank, world = rank_world()
+    mine = indices[rank::world]
+    out = []
+    for start in tqdm(range(0, len(mine), batch_size), desc="real clips", disable=not progress or rank != 0):
+        video = torch.stack([real[int(i)][0] for i in mine[start : start + batch_size]])  # (B, C, T, H, W)
+        out.append(features(video))
+    return _gather_shards(np.concatenate(out) if out else np.zeros((0, 0)), len(indices))
+
+
+def evaluate_generator(
+    model: Transformer,
+    schedule: Schedule,
+    tokenizer: torch.nn.Module,
+    real,
+    num: int,
+    sampling: SamplingConfig,
+    batch_size: int,
+    features: Callable[[torch.Tensor], np.ndarray],
+    stats_cache: Optional[Path] = None,
+    cache_key: Optional[dict] = None,
+    progress: bool = True,
+) -> dict:
+    """The papers' protocol: ``num`` real clips of ``real`` (a :class:`~navid.data.ucf101.UCF101Clips`)
+    chosen with ``sampling.seed``, and ``num`` generated clips, clip ``i`` with the label of real
+    clip ``i``; FVD and KVD between the two feature sets, and the per-class FVD matrix.
+
+    ``features`` maps a video batch (B, C, T, H, W) in [-1, 1] to I3D features (B, D) float64.
+    Work is sharded over ranks when ``torch.distributed`` is initialised: each rank generates
+    its share with seed ``sampling.seed + rank``; all ranks share one choice of real clips.
+    Real features are cached in ``stats_cache`` under a hash of ``cache_key`` (the split, the
+    clip shape, ``num``, the seed and the feature extractor's provenance).
+    """
+    from navid.metrics.fvd import FeatureStats, fvd_from_features, kvd_from_features
+
+    rank, world = rank_world()
+    device = next(model.parameters()).device
+    indices = choose_real_clips(len(real), num, sampling.seed)
+    real_labels = np.asarray(real.labels)[indices]  # generated clip i takes real clip i's label
+
+    cache_file = None
+    if stats_cache is not None:
+        digest = hashlib.sha256(json.dumps(cache_key, sort_keys=True).encode()).hexdigest()[:16]
+        cache_file = Path(stats_cache) / f"real-features-{digest}.npz"
+    if cache_file is not None and cache_file.is_file():
+        real_feats = FeatureStats.load(cache_file).features
+    else:
+        real_feats = _real_features(real, indices, features, batch_size, progress)
+        if cache_file is not None and rank == 0:
+            FeatureStats.from_features(real_feats, provenance=cache_key).save(cache_file)
+
+    labels = torch.as_tensor(real_labels[rank::world], device=device)
+    generator = torch.Generator(device=device).manual_seed(sampling.seed + rank)
+    gen_parts, seconds, steps = [], 0.0, schedule.num_steps
+    batches = generate_batches(model, schedule, tokenizer, labels, sampling, batch_size, generator)
+    for batch in tqdm(batches, total=-(-len(labels) // batch_size), desc="generated clips", disable=not progress or rank != 0):
+        gen_parts.append(features(batch.video))
+        seconds += batch.seconds
+    gen_feats = _gather_shards(np.concatenate(gen_parts) if gen_parts else np.zeros((0, 0)), num)
+
+    num_classes = len(real.class_names)
+    matrix = per_class_fvd(gen_feats, real_labels, real_feats, real_labels, num_classes)
+    rated = [i for i in range(num_classes) if np.isfinite(matrix[i]).any()]
+    return {
+        "fvd": fvd_from_features(gen_feats, real_feats),
+        "kvd": kvd_from_features(gen_feats, real_feats),
+        "num_generated": int(len(gen_feats)),
+        "num_real": int(len(real_feats)),
+        "forward_steps_per_batch": steps,
+        "sampling_seconds_rank0": seconds,
+        "world_size": world,
+        "per_class_fvd": {
+            "class_names": list(real.class_names),
+            "matrix": [[None if np.isnan(v) else float(v) for v in row] for row in matrix],
+            # Share of generated classes whose nearest real class (lowest FVD) is their own.
+            "own_class_nearest": float(np.mean([np.nanargmin(matrix[i]) == i for i in rated])) if rated else None,
+        },
+    }

@@ -1,0 +1,111 @@
+"""``navid sample`` / ``navid evaluate`` end to end on a tiny trained generator, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from generator_helpers import make_tokenizer, tiny_overrides
+from navid.cli import main
+from navid.data.token_cache import write_token_cache
+from navid.data.video_io import read_video
+
+CLASSES = ["Apple", "Banana", "Cherry"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(generator ckpt, tokenizer file): 16x64x64 clips <-> 4x4x4 tokens, vocab 16, 3 classes."""
+    root = tmp_path_factory.mktemp("gen")
+    tokenizer, fingerprint = make_tokenizer(root / "tokenizer.pt")
+    tokens = np.random.default_rng(0).integers(0, 16, size=(6, 4, 4, 4))
+    cache = write_token_cache(root / "cache", tokens, np.arange(6) % 3, vocab_size=16, class_names=CLASSES, tokenizer_fingerprint=fingerprint)
+    assert main(["train", *tiny_overrides(cache, root / "run", steps=5, **{"model.overrides.class_dropout": 0.2})]) == 0
+    return root / "run" / "checkpoints" / "last.ckpt", tokenizer
+
+
+def test_sample_writes_videos_grids_tokens_and_settings(trained, tmp_path):
+    generator, tokenizer = trained
+    out = tmp_path / "samples"
+    args = ["sample", "--generator", str(generator), "--tokenizer", str(tokenizer), "--classes", "0,cherry",
+            "--per-class", "2", "--cfg", "1.5", "--top-k", "8", "--seed", "3", "--batch-size", "3", "--out", str(out)]
+    assert main(args) == 0
+
+    info = json.loads((out / "samples.json").read_text())
+    assert [c["name"] for c in info["classes"]] == ["Apple", "Cherry"]
+    assert info["forward_steps_per_batch"] == 4 + 4 + 4 - 2 and info["sampling"]["cfg_scale"] == 1.5
+    assert len(info["videos"]) == 4 and all((out / v).is_file() for v in info["videos"])
+    assert read_video(out / info["videos"][0]).shape == (16, 64, 64, 3)
+    assert sorted(p.name for p in (out / "grids").iterdir()) == ["000_Apple.gif", "000_Apple.mp4", "002_Cherry.gif", "002_Cherry.mp4"]
+    saved = torch.load(out / "tokens.pt", weights_only=True)
+    assert saved["tokens"].shape == (4, 4, 4, 4) and saved["labels"].tolist() == [0, 0, 2, 2]
+
+    # Same seed and batch size, same tokens.
+    again = tmp_path / "again"
+    assert main([*args[:-1], str(again)]) == 0
+    assert torch.equal(torch.load(again / "tokens.pt", weights_only=True)["tokens"], saved["tokens"])
+    # An existing output folder is never overwritten unless asked.
+    assert main(args) == 2
+    assert main([*args, "--overwrite"]) == 0
+
+
+def test_sample_rejects_bad_input(trained, tmp_path, capsys):
+    generator, tokenizer = trained
+    base = ["sample", "--generator", str(generator), "--tokenizer", str(tokenizer), "--out", str(tmp_path / "o")]
+    assert main([*base, "--classes", "Durian"]) == 2
+    assert "unknown class 'Durian'" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert main([*base, "--classes", "7"]) == 2
+    assert "0=Apple, 1=Banana, 2=Cherry" in capsys.readouterr().err
+    assert main([*base, "--per-class", "0"]) == 2
+    assert main([*base, "--top-p", "0"]) == 2
+    assert main(["sample", "--generator", str(tokenizer), "--tokenizer", str(tokenizer), "--out", str(tmp_path / "o")]) == 2
+    assert "not a navid generator checkpoint" in capsys.readouterr().err
+    other, _ = make_tokenizer(tmp_path / "other.pt", seed=1)
+    assert main(["sample", "--generator", str(generator), "--tokenizer", str(other), "--out", str(tmp_path / "o")]) == 2
+    assert "fingerprint" in capsys.readouterr().err
+    assert main(["sample", "--generator", str(generator), "--tokenizer", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_rejects_bad_config(tmp_path, capsys):
+    assert main(["train", "model.schedule=zigzag", "data.tokens=x"]) == 2
+    assert "model.schedule" in capsys.readouterr().err
+    assert main(["train", "model.overrides.vocab_size=3", "data.tokens=x"]) == 2
+    assert "comes from the token cache" in capsys.readouterr().err
+    assert main(["train", "trainer.max_stepz=3", "data.tokens=x"]) == 2
+    assert "max_stepz" in capsys.readouterr().err
+    assert main(["train", f"out_dir={tmp_path / 'r'}"]) == 2
+    assert "data.tokens" in capsys.readouterr().err
+    assert main(["train", "data.tokens=/nonexistent", f"out_dir={tmp_path / 'r'}"]) == 2
+    assert "not a token cache" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_reports_fvd_kvd_and_per_class_matrix(tmp_path):
+    from navid.data.synthetic import synthesize_dataset
+    from navid.data.ucf101 import load_index
+
+    data = synthesize_dataset(tmp_path / "data", classes=2, videos_per_class=6, frames=20, size=64, progress=False)
+    names = load_index(data, "train").class_names
+    tokenizer, fingerprint = make_tokenizer(tmp_path / "tokenizer.pt")
+    tokens = np.random.default_rng(0).integers(0, 16, size=(4, 4, 4, 4))
+    cache = write_token_cache(tmp_path / "cache", tokens, np.arange(4) % 2, vocab_size=16, class_names=names, tokenizer_fingerprint=fingerprint)
+    assert main(["train", *tiny_overrides(cache, tmp_path / "run", steps=2)]) == 0
+    args = ["evaluate", "--generator", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--tokenizer", str(tokenizer),
+            "--data", str(data), "--num", "4", "--batch-size", "4", "--stats-cache", str(tmp_path / "stats"), "--json", str(tmp_path / "fvd.json")]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "fvd.json").read_text())
+    assert report["fvd"] > 0 and np.isfinite(report["kvd"])
+    assert report["num_generated"] == report["num_real"] == 4
+    assert report["real_clips"]["num_frames"] == 16 and report["real_clips"]["resolution"] == 64
+    assert report["fvd_provenance"]["detector_sha256"] and report["sampling"]["seed"] == 0
+    matrix = report["per_class_fvd"]["matrix"]
+    assert len(matrix) == 2 and all(len(row) == 2 for row in matrix)
+    assert len(list((tmp_path / "stats").iterdir())) == 1
+
+    assert main(args) == 2  # the report exists: refused without --overwrite
+    assert main([*args, "--overwrite"]) == 0  # real features now come from the cache
+    assert json.loads((tmp_path / "fvd.json").read_text())["fvd"] == pytest.approx(report["fvd"])

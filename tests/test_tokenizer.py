@@ -1,0 +1,100 @@
+"""VideoTokenizer: shapes and grids, overfitting one clip, checkpoints and fingerprints, config files."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from navid.config import load_config
+from navid.tokenizer import TokenizerModelConfig, TokenizerTrainConfig, VideoTokenizer
+from navid.tokenizer.checkpoint import load_tokenizer, save_tokenizer, tokenizer_fingerprint
+from navid.tokenizer.losses import psnr
+
+CONFIGS = Path(__file__).parent.parent / "configs" / "tokenizer"
+SMALL = dict(channels=[32, 32], out_hidden_channels=8)
+
+
+def small_tokenizer(**kw) -> VideoTokenizer:
+    torch.manual_seed(0)
+    return VideoTokenizer(TokenizerModelConfig(**{**SMALL, **kw}))
+
+
+@pytest.mark.parametrize("shape", [(16, 64, 64), (8, 32, 48), (4, 16, 16)])
+@pytest.mark.parametrize("quantizer", ["fsq", "vq"])
+def test_encode_decode_shapes(shape, quantizer):
+    tok = small_tokenizer(quantizer=quantizer, vq_codebook_size=64).eval()
+    video = torch.rand(2, 3, *shape) * 2 - 1
+    tokens = tok.encode(video)
+    grid = tok.grid_shape(video.shape)
+    assert grid == (shape[0] // 4, shape[1] // 8, shape[2] // 8)
+    assert tokens.shape == (2, *grid) and tokens.dtype == torch.int64
+    assert 0 <= tokens.min() and tokens.max() < tok.vocab_size
+    recon = tok.decode(tokens)
+    assert recon.shape == video.shape and recon.abs().max() <= 1
+
+
+def test_bad_sizes_are_clear_errors():
+    tok = small_tokenizer()
+    with pytest.raises(ValueError, match="not divisible"):
+        tok.encode(torch.zeros(1, 3, 6, 64, 64))
+    with pytest.raises(ValueError, match="expected video"):
+        tok.encode(torch.zeros(3, 16, 64, 64))
+
+
+def test_vocab_sizes_of_shipped_configs():
+    for name, vocab, grid in (("tiny", 1000, (4, 8, 8)), ("ucf101", 15360, (4, 16, 16))):
+        cfg = load_config(TokenizerTrainConfig, CONFIGS / f"{name}.yaml", ["data.root=/nowhere"])
+        assert cfg.model.compression == (4, 8, 8)
+        side = cfg.data.resolution
+        assert tuple(s // c for s, c in zip((cfg.data.num_frames, side, side), cfg.model.compression)) == grid
+        if name == "tiny":
+            assert VideoTokenizer(cfg.model).vocab_size == vocab
+        else:
+            assert torch.tensor(cfg.model.fsq_levels).prod().item() == vocab
+
+
+def test_overfits_a_single_clip():
+    """The smoke test users ask for: one clip, a few hundred steps, high PSNR."""
+    torch.manual_seed(0)
+    t = torch.linspace(-1, 1, 32)
+    clip = torch.stack([  # (C, T, H, W) smooth moving pattern
+        torch.sin(3 * t.view(1, 32, 1) + 2 * t.view(1, 1, 32) + 0.3 * k).expand(8, 32, 32) for k in range(3)
+    ])[None]
+    tok = small_tokenizer()
+    opt = torch.optim.Adam(tok.parameters(), lr=2e-3)
+    for _ in range(150):
+        recon, _, _ = tok(clip)
+        loss = (recon - clip).abs().mean() + (recon - clip).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    tok.eval()
+    assert psnr(tok.decode(tok.encode(clip)), clip).item() > 28
+
+
+def test_save_load_round_trip_and_fingerprint(tmp_path):
+    tok = small_tokenizer().eval()
+    path = save_tokenizer(tok, tmp_path / "tok.pt")
+    loaded = load_tokenizer(path)
+    assert not loaded.training
+    video = torch.rand(1, 3, 8, 32, 32) * 2 - 1
+    assert torch.equal(loaded.encode(video), tok.encode(video))
+    assert tokenizer_fingerprint(loaded) == tokenizer_fingerprint(tok)
+    with torch.no_grad():
+        loaded.decoder.body[-1].bias.add_(1e-3)
+    assert tokenizer_fingerprint(loaded) != tokenizer_fingerprint(tok)
+
+
+def test_load_rejects_other_files(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="not a navid tokenizer"):
+        load_tokenizer(tmp_path / "x.pt")
+    with pytest.raises(FileNotFoundError):
+        load_tokenizer(tmp_path / "missing.pt")
+
+
+def test_unknown_config_key_is_named():
+    from navid.config import ConfigError
+
+    with pytest.raises(ConfigError, match="channelz"):
+        load_config(TokenizerTrainConfig, CONFIGS / "tiny.yaml", ["data.root=/x", "model.channelz=3"])
