@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "navid.commands.fvd",
     "navid.commands.generator",
     "navid.commands.tokenizer",
+    "navid.commands.demo",
 )
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError)

@@ -16,9 +16,9 @@ from navid.metrics.i3d import load_i3d
 
 @pytest.fixture(scope="module")
 def fake_dir(synth_root, tmp_path_factory):
-    """Three test-split videos of the synthetic dataset, copied into a plain folder (nested)."""
+    """Three DiskSlide videos of the synthetic dataset, copied into a plain nested folder."""
     out = tmp_path_factory.mktemp("fake")
-    for path in find_videos(synth_root)[-3:]:
+    for path in find_videos(synth_root)[:3]:
         (out / path.parent.name).mkdir(exist_ok=True)
         shutil.copy(path, out / path.parent.name / path.name)
     return out
@@ -55,3 +55,4 @@ def test_cli_errors(fake_dir, tmp_path, capsys):
     assert "no video files" in capsys.readouterr().err
     assert main(["fvd", "--real", str(fake_dir), "--fake", str(fake_dir), "--frames", "100"]) != 0
     assert "fewer than 2 usable clips" in capsys.readouterr().err
+

@@ -53,6 +53,7 @@ def test_vocab_sizes_of_shipped_configs():
             assert torch.tensor(cfg.model.fsq_levels).prod().item() == vocab
 
 
+@pytest.mark.slow
 def test_overfits_a_single_clip():
     """The smoke test users ask for: one clip, a few hundred steps, high PSNR."""
     torch.manual_seed(0)

@@ -74,7 +74,9 @@ def sample_logits(logits: torch.Tensor, sampling: SamplingConfig, generator: Opt
     """
     if sampling.temperature == 0:
         return logits.argmax(-1)
-    logits = filter_logits(logits.float() / sampling.temperature, sampling.top_k, sampling.top_p)
+    if sampling.temperature != 1.0:
+        logits = logits.float() / sampling.temperature
+    logits = filter_logits(logits.float(), sampling.top_k, sampling.top_p)
     cdf = logits.softmax(-1).cumsum_(-1)  # (B, M, V)
     u = torch.rand((*cdf.shape[:-1], 1), device=cdf.device, generator=generator) * cdf[..., -1:]  # (B, M, 1)
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
