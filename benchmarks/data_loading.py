@@ -11,7 +11,6 @@ the first batch (worker start-up, warm caches) is excluded from the timing.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import tempfile
 import time
@@ -26,13 +25,7 @@ from navid.data.synthetic import synthesize_dataset
 from navid.data.ucf101 import UCF101Clips
 from navid.data.video_io import find_videos, read_video
 from navid.utils.atomic import write_json_atomic, write_text_atomic
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+from navid.utils.machine import machine_description
 
 
 def make_ucf_like(root: Path) -> Path:
@@ -81,7 +74,7 @@ def main() -> None:
                     rows.append({"backend": backend, "resolution": resolution, "workers": workers,
                                  "clips_per_s": round(rate, 2)})
                     print(rows[-1], flush=True)
-    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+    machine = {**machine_description(),
                "python": platform.python_version(), "decord": __import__("decord").__version__,
                "av": av.__version__}
     setup = ("train split (16 clips) of 24 synthetic 320x240 MPEG-4 AVIs (48 frames, 25 fps); 16-frame clips, "
