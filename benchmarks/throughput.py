@@ -19,20 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
-import statistics
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from navid.generation.sampler import SamplingConfig, sample
-from navid.generation.schedule import Schedule, build_schedule
-from navid.generation.transformer import Transformer, TransformerConfig, count_parameters
+from navid.generation.throughput import SCHEDULES, benchmark_rows, speedup_ratios
+from navid.utils.machine import machine_description
 from navid.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
-
-SCHEDULES = ("nar", "par4", "raster")
 
 
 def parse_grid(text: str) -> tuple:
@@ -45,64 +39,6 @@ def parse_grid(text: str) -> tuple:
     return grid
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def machine(device: torch.device) -> dict:
-    info = dict(cpu=cpu_model(), cores=os.cpu_count(), torch=torch.__version__, threads=torch.get_num_threads(),
-                load_avg=os.getloadavg(), device=str(device))
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def gflops_per_video(model: Transformer, schedule: Schedule) -> float:
-    """Multiply-adds x2 of one video: block matmuls per slot, attention of each block over its prefix, heads per target."""
-    cfg = model.cfg
-    D, Hd, V, layers = cfg.dim, cfg.hidden_dim, cfg.vocab_size, len(model.layers)
-    bounds = schedule.block_bounds.numpy().astype(np.float64)
-    sizes, ends = np.diff(bounds), bounds[1:]
-    per_slot = 2 * layers * (3 * D * D + D * D + 2 * D * Hd + Hd * D)
-    attention = 4 * layers * D * float((sizes * ends).sum())
-    heads = 2 * D * V * schedule.num_heads * schedule.num_positions
-    return (per_slot * schedule.num_slots + attention + heads) / 1e9
-
-
-def measure(model, schedule, batch, repeats, warmup, device) -> dict:
-    labels = torch.arange(batch, device=device) % model.cfg.num_classes
-    settings = SamplingConfig(seed=0)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(warmup):
-        sample(model, schedule, labels, settings)
-    seconds = [sample(model, schedule, labels, settings).seconds for _ in range(repeats)]
-    profiled = sample(model, schedule, labels, settings, profile=True)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-    else:  # process high-water mark (Linux reports KiB)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    sec = statistics.median(seconds)
-    flops = gflops_per_video(model, schedule)
-    return dict(
-        steps=schedule.num_steps,
-        seconds=sec,
-        seconds_all=seconds,
-        videos_per_s=batch / sec,
-        tokens_per_s=batch * schedule.num_positions / sec,
-        peak_mem_mb=round(peak, 1),
-        forward_share=profiled.forward_seconds / profiled.seconds,
-        gflops_per_video=flops,
-        gflops_per_s=flops * batch / sec,
-    )
-
-
 def markdown(rows, ratios, info) -> str:
     lines = [
         "# Decoding throughput: NAR vs PAR-4x vs raster (one trunk, one KV-cache sampler)",
@@ -110,9 +46,11 @@ def markdown(rows, ratios, info) -> str:
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['threads']} intra-op thread(s), "
         f"device `{info['device']}`{', ' + info['gpu'] if 'gpu' in info else ''}; load average at start {info['load_avg_start']}, "
         f"at end {info['load_avg']}. Random weights, vocab {info['vocab_size']}, no guidance.",
-        *[f"Earlier rows kept from a run with load average {e['load_avg_start']} -> {e['load_avg']}." for e in info.get("earlier_runs", [])],
+        *[f"Earlier rows kept from a run with load average {e['load_avg_start']} -> {e['load_avg']}."
+          for e in info.get("earlier_runs", [])],
         "",
-        "| trunk | params | grid | batch | schedule | steps | s/batch | videos/s | tokens/s | GFLOP/video | GFLOP/s | forward share | peak MB |",
+        "| trunk | params | grid | batch | schedule | steps | s/batch | videos/s | tokens/s | GFLOP/video | GFLOP/s "
+        "| forward share | peak MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -146,7 +84,8 @@ def plot(rows, path: Path) -> None:
     x = np.arange(len(configs))
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(configs)), 4))
     for i, kind in enumerate(SCHEDULES):
-        vals = [next((r["videos_per_s"] for r in rows if (r["trunk"], r["grid"], r["batch"]) == c and r["schedule"] == kind), 0) for c in configs]
+        by = {(r["trunk"], r["grid"], r["batch"]): r["videos_per_s"] for r in rows if r["schedule"] == kind}
+        vals = [by.get(c, 0) for c in configs]
         ax.bar(x + (i - 1) * 0.27, vals, width=0.27, label=kind)
     ax.set_xticks(x, [f"{t}\n{g}\nb{b}" for t, g, b in configs], fontsize=8)
     ax.set_yscale("log")
@@ -183,24 +122,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
-    info = machine(device)
+    info = machine_description(device)
     info["load_avg_start"] = info.pop("load_avg")
     info.update(vocab_size=args.vocab_size, dtype=args.dtype)
-    rows = []
-    for trunk in args.trunks:
-        for grid in args.grids:
-            for batch in args.batches:
-                for kind in args.schedules:
-                    torch.manual_seed(0)
-                    cfg = TransformerConfig.from_size(trunk, vocab_size=args.vocab_size, num_classes=args.num_classes)
-                    model = Transformer(cfg, kind).to(device=device, dtype=dtype).eval()
-                    schedule = build_schedule(kind, grid)
-                    row = dict(schedule=kind, grid="x".join(map(str, grid)), batch=batch, device=device.type, trunk=trunk,
-                               params_m=count_parameters(model) / 1e6, dtype=args.dtype)
-                    row.update(measure(model, schedule, batch, args.repeats, args.warmup, device))
-                    rows.append(row)
-                    print(f"{trunk:>4} {row['grid']:>8} b{batch:<3} {kind:>6}: {row['steps']:5d} steps {row['seconds']:.4f} s "
-                          f"{row['videos_per_s']:.2f} videos/s forward {row['forward_share']:.1%}", flush=True)
+    rows = benchmark_rows(args.trunks, args.grids, args.batches, args.schedules, args.repeats, args.warmup,
+                          args.vocab_size, args.num_classes, device, dtype)
     json_path = args.out / f"throughput{args.tag}.json"
     if args.append and json_path.exists():
         old = json.loads(json_path.read_text())
@@ -208,17 +134,7 @@ def main() -> None:
         new = {key(r) for r in rows}
         rows = [r for r in old["rows"] if key(r) not in new] + rows
         info["earlier_runs"] = old["machine"].get("earlier_runs", []) + [{k: v for k, v in old["machine"].items() if k != "earlier_runs"}]
-    ratios = []
-    for trunk, grid, batch in dict.fromkeys((r["trunk"], r["grid"], r["batch"]) for r in rows):
-        by = {r["schedule"]: r for r in rows if (r["trunk"], r["grid"], r["batch"]) == (trunk, grid, batch)}
-        if "nar" not in by:
-            continue
-        q = dict(trunk=trunk, grid=grid, batch=batch)
-        for other in ("par4", "raster"):
-            if other in by:
-                q[f"nar_over_{other}"] = by["nar"]["videos_per_s"] / by[other]["videos_per_s"]
-                q[f"steps_{other}_over_nar"] = by[other]["steps"] / by["nar"]["steps"]
-        ratios.append(q)
+    ratios = speedup_ratios(rows)
     info["load_avg"] = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(json_path, dict(machine=info, rows=rows, ratios=ratios))

@@ -220,10 +220,12 @@ def _quality(out: Path, plan: DemoPlan, seed: int, cfg_scale: float) -> dict:
     }
 
 
-def _throughput(plan: DemoPlan) -> list[dict]:
-    from navid.generation.throughput import benchmark_rows
+def _throughput(plan: DemoPlan) -> dict:
+    from navid.generation.throughput import benchmark_rows, speedup_ratios
+    from navid.utils.machine import machine_description
 
-    return benchmark_rows(trunks=("tiny",), grids=plan.throughput_grids, batches=plan.throughput_batches, repeats=plan.throughput_repeats)
+    rows = benchmark_rows(trunks=("tiny",), grids=plan.throughput_grids, batches=plan.throughput_batches, repeats=plan.throughput_repeats)
+    return {"machine": machine_description(), "rows": rows, "ratios": speedup_ratios(rows)}
 
 
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
@@ -269,8 +271,14 @@ def _write_report(out: Path, report: dict, stages: _Stages, started: float) -> N
         "",
         *_markdown_table(["grid", "batch", "schedule", "steps", "s/batch", "videos/s", "forward share"], [
             [r["grid"], r["batch"], r["schedule"], r["steps"], f"{r['seconds']:.3f}", f"{r['videos_per_s']:.2f}", f"{r['forward_share']:.0%}"]
-            for r in report["throughput"]
+            for r in report["throughput"]["rows"]
         ]),
+        "",
+        *_markdown_table(["grid", "batch", "NAR / PAR-4x videos/s", "NAR / raster videos/s"], [
+            [q["grid"], q["batch"], f"{q['nar_over_par4']:.2f}x", f"{q['nar_over_raster']:.2f}x"] for q in report["throughput"]["ratios"]
+        ]),
+        "",
+        "Machine: {cpu}, {cores} cores, torch {torch}, load average {load_avg}.".format(**report["throughput"]["machine"]),
         "",
         "## Files",
         "",

@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     }
     if real.features is not None and fake.features is not None:
         result["kvd"] = kvd_from_features(real.features, fake.features)
-    print(f"FVD {result['fvd']:.3f}  (real {real.count} clips, fake {fake.count} clips, {result['seconds']} s)" + (f"  KVD {result['kvd']:.4f}" if "kvd" in result else ""))
+    kvd = f"  KVD {result['kvd']:.4f}" if "kvd" in result else ""
+    print(f"FVD {result['fvd']:.3f}{kvd}  (real {real.count} clips, fake {fake.count} clips, {result['seconds']} s)")
     if args.json:
         write_json_atomic(args.json, result)
     return 0

@@ -43,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--data", required=True, help="UCF-101-layout dataset root (class folders + ucfTrainTestlist/)")
     evaluate.add_argument("--split", default="train", choices=("train", "test"), help="real clips from this split (papers: train)")
     evaluate.add_argument("--fold", type=int, default=1, choices=(1, 2, 3))
-    evaluate.add_argument("--num", type=int, default=2048, help="generated clips = real clips (papers: 2048 or 10000)")
+    # ``--num-clips`` spells the same option in a way torchrun's own parser does not mistake for its ``--numa-binding``.
+    evaluate.add_argument("--num", "--num-clips", dest="num", type=int, default=2048, help="generated clips = real clips (papers: 2048 or 10000)")
+    evaluate.add_argument("--num-workers", type=int, default=4, help="processes decoding real clips")
     evaluate.add_argument("--stats-cache", help="folder caching the real clips' I3D features")
     evaluate.add_argument("--json", help="write the report here (refused if it exists, unless --overwrite)")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --json")
@@ -76,7 +78,10 @@ def _load_models(args: argparse.Namespace):
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     sampling = SamplingConfig(cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    try:
+        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    except RuntimeError as err:
+        raise ValueError(f"--device: {err}") from None
     model, schedule, meta = load_generator(args.generator, map_location=device, ema=not args.raw_weights)
     tokenizer = load_tokenizer(args.tokenizer, map_location=device)
     check_tokenizer(meta, tokenizer_fingerprint(tokenizer), args.tokenizer)
@@ -211,7 +216,8 @@ def _distributed_device(requested: str):
 
 def run_evaluate(args: argparse.Namespace) -> int:
     import dataclasses
-    import json
+
+    import torch.distributed as dist
 
     from navid.data.ucf101 import UCF101Clips
     from navid.generation.evaluation import evaluate_generator, i3d_features, rank_world
@@ -234,7 +240,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "data": str(Path(args.data).resolve()), "split": args.split, "fold": args.fold, "num": args.num, "seed": args.seed,
         "num_frames": t * ct, "resolution": h * ch, "features": provenance,
     }
-    report = evaluate_generator(model, schedule, tokenizer, real, args.num, sampling, args.batch_size, features, args.stats_cache, cache_key)
+    report = evaluate_generator(
+        model, schedule, tokenizer, real, args.num, sampling, args.batch_size, features, args.stats_cache, cache_key, args.num_workers
+    )
     report.update({
         "generator": str(args.generator), "tokenizer": str(args.tokenizer), "weights": "raw" if args.raw_weights else "ema",
         "schedule": schedule.kind, "real_clips": cache_key, "sampling": dataclasses.asdict(sampling),
@@ -247,4 +255,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         nearest = report["per_class_fvd"]["own_class_nearest"]
         if nearest is not None:
             print(f"per-class FVD: {nearest:.0%} of generated classes are nearest their own real class")
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return 0

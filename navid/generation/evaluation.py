@@ -156,15 +156,14 @@ def _gather_shards(part: np.ndarray, total: int) -> np.ndarray:
     return out
 
 
-def _real_features(real, indices: np.ndarray, features: Callable, batch_size: int, progress: bool) -> np.ndarray:
-    """I3D features (n, D) of the real clips ``indices`` (this rank's shard)."""
+def _real_features(real, indices: np.ndarray, features: Callable, batch_size: int, num_workers: int, progress: bool) -> np.ndarray:
+    """I3D features (num, D) of the real clips ``indices``; each rank decodes its shard ``indices[rank::world]``."""
+    from torch.utils.data import DataLoader, Subset
+
     rank, world = rank_world()
-    mine = indices[rank::world]
-    out = []
-    for start in tqdm(range(0, len(mine), batch_size), desc="real clips", disable=not progress or rank != 0):
-        video = torch.stack([real[int(i)][0] for i in mine[start : start + batch_size]])  # (B, C, T, H, W)
-        out.append(features(video))
-    return _gather_shards(np.concatenate(out) if out else np.zeros((0, 0)), len(indices))
+    loader = DataLoader(Subset(real, indices[rank::world].tolist()), batch_size=batch_size, num_workers=num_workers)
+    out = [features(video) for video, _ in tqdm(loader, desc="real clips", disable=not progress or rank != 0)]
+    return _gather_shards(np.concatenate(out), len(indices))
 
 
 def evaluate_generator(
@@ -178,6 +177,7 @@ def evaluate_generator(
     features: Callable[[torch.Tensor], np.ndarray],
     stats_cache: Optional[Path] = None,
     cache_key: Optional[dict] = None,
+    num_workers: int = 0,
     progress: bool = True,
 ) -> dict:
     """The papers' protocol: ``num`` real clips of ``real`` (a :class:`~navid.data.ucf101.UCF101Clips`)
@@ -204,7 +204,7 @@ def evaluate_generator(
     if cache_file is not None and cache_file.is_file():
         real_feats = FeatureStats.load(cache_file).features
     else:
-        real_feats = _real_features(real, indices, features, batch_size, progress)
+        real_feats = _real_features(real, indices, features, batch_size, num_workers, progress)
         if cache_file is not None and rank == 0:
             FeatureStats.from_features(real_feats, provenance=cache_key).save(cache_file)
 
@@ -215,7 +215,7 @@ def evaluate_generator(
     for batch in tqdm(batches, total=-(-len(labels) // batch_size), desc="generated clips", disable=not progress or rank != 0):
         gen_parts.append(features(batch.video))
         seconds += batch.seconds
-    gen_feats = _gather_shards(np.concatenate(gen_parts) if gen_parts else np.zeros((0, 0)), num)
+    gen_feats = _gather_shards(np.concatenate(gen_parts), num)
 
     num_classes = len(real.class_names)
     matrix = per_class_fvd(gen_feats, real_labels, real_feats, real_labels, num_classes)

@@ -32,7 +32,10 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise ValueError(f"bad sampling settings: temperature={self.temperature} >= 0, top_k={self.top_k} >= 0, 0 < top_p={self.top_p} <= 1")
+            raise ValueError(
+                f"bad sampling settings: need temperature >= 0 (got {self.temperature}), top_k >= 0 (got {self.top_k}), "
+                f"0 < top_p <= 1 (got {self.top_p})"
+            )
         if self.cfg_interval is not None:
             lo, hi = self.cfg_interval
             if not 0 <= lo <= hi <= 1:

@@ -144,7 +144,8 @@ class Attention(nn.Module):
         self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor, mask: Optional[torch.Tensor], cache: Optional[KVCache], start: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, mask: Optional[torch.Tensor], cache: Optional[KVCache],
+                start: int) -> torch.Tensor:
         """x (B, S, D); rope (S, hd/2) complex; full pass: mask (S, S) bool, no cache;
         cache pass: ``cache`` and ``start`` = the block's first slot (the block sees every slot < start+S)."""
         B, S, D = x.shape
