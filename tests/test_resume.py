@@ -70,7 +70,7 @@ def test_existing_output_needs_resume_or_overwrite(tmp_path, capsys):
 def test_sigkill_then_resume_reaches_the_same_final_step(tmp_path):
     cache = make_token_cache(tmp_path / "cache")
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "navid.cli", "train", *tiny_overrides(cache, out, steps=400, **{"trainer.checkpoint_every_n_steps": 5})]
+    argv = [sys.executable, "-m", "navid.cli", "train", *tiny_overrides(cache, out, steps=150, **{"trainer.checkpoint_every_n_steps": 5})]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     last = out / "checkpoints" / "last.ckpt"
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -81,12 +81,12 @@ def test_sigkill_then_resume_reaches_the_same_final_step(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
     killed_at = _load(last)["global_step"]
-    assert 0 < killed_at < 400
+    assert 0 < killed_at < 150
 
     done = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     final = _load(last)
-    assert final["global_step"] == 400
+    assert final["global_step"] == 150
     # The resumed run started from the killed run's checkpoint, not from scratch.
     logged_steps = (out / "logs" / "version_1" / "metrics.csv").read_text().splitlines()[1:]
     assert min(int(line.split(",")[1]) for line in logged_steps if line) >= killed_at

@@ -64,6 +64,7 @@ class GeneratorModule(L.LightningModule):
         for param in self.model.parameters():
             param.requires_grad_(param.numel() > 0)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self._ema_step = -1  # global step of the last EMA update
 
     def _loss(self, model: torch.nn.Module, tokens: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of the schedule's averaged target logits against ``tokens`` (B, T, H, W)."""
@@ -83,7 +84,10 @@ class GeneratorModule(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        update_ema(self.ema, self.model, self.cfg.optim.ema_decay)
+        # Once per optimizer step: with gradient accumulation most batches do not step.
+        if self.trainer.global_step != self._ema_step:
+            update_ema(self.ema, self.model, self.cfg.optim.ema_decay)
+            self._ema_step = self.trainer.global_step
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         tokens, labels = batch

@@ -102,7 +102,10 @@ class TokenizerModule(L.LightningModule):
         return loss.detach()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        update_ema(self.ema, self.tokenizer, self.cfg.optim.ema_decay)
+        # EMA warm-up: early on the average would be dominated by the random initial weights,
+        # which matters for the few-minute CPU runs the demo does.
+        step = self.global_step
+        update_ema(self.ema, self.tokenizer, min(self.cfg.optim.ema_decay, (1 + step) / (10 + step)))
         every = self.cfg.loss.log_videos_every_n_steps
         if every and self.global_step % every == 0 and self.trainer.is_global_zero:
             self._write_reconstruction(batch[0][:1])
