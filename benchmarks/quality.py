@@ -5,7 +5,7 @@ tiny generator per schedule for the same number of optimizer steps, then measure
 FVD and KVD of N generated clips against the same N real training clips (I3D protocol),
 forward steps, and sampling seconds per video.
 
-    python benchmarks/quality.py --demo-out demo_out --steps 1500 --num 100
+    python benchmarks/quality.py --demo-out demo_out --steps 1500 --per-class 10
 
 Writes ``quality.json`` and ``quality.md`` into ``--out`` (default ``benchmarks/results``).
 """
@@ -40,7 +40,7 @@ def train(demo: Path, runs: Path, schedule: str, steps: int, seed: int) -> Path:
     return run_dir / "checkpoints" / "last.ckpt"
 
 
-def evaluate(ckpt: Path, demo: Path, num: int, seed: int, cfg_scale: float, features, real, real_idx, real_feats) -> dict:
+def evaluate(ckpt: Path, demo: Path, seed: int, cfg_scale: float, features, real, real_idx, real_feats) -> dict:
     from navid.generation.checkpoint import load_generator
     from navid.generation.evaluation import generate_batches, score_features
     from navid.generation.sampler import SamplingConfig
@@ -70,29 +70,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo-out", required=True, type=Path, help="a finished `navid demo` folder")
     parser.add_argument("--steps", type=int, default=1500, help="optimizer steps per generator")
-    parser.add_argument("--num", type=int, default=100, help="generated = real clips per model")
+    parser.add_argument("--per-class", type=int, default=10, help="generated = real clips per class and model")
     parser.add_argument("--cfg", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
     from navid.data.ucf101 import UCF101Clips
-    from navid.generation.evaluation import i3d_features, reference_features
+    from navid.generation.evaluation import balanced_real_clips, i3d_features, reference_features
 
     runs = args.demo_out / "runs" / "quality"
     ckpts = {s: train(args.demo_out, runs, s, args.steps, args.seed) for s in SCHEDULES}
     real = UCF101Clips(args.demo_out / "data", "train", num_frames=16, resolution=64)
     features, provenance = i3d_features(torch.device("cpu"))
-    real_idx, real_feats = reference_features(real, args.num, args.seed, features, batch_size=8)
-    rows = [evaluate(ckpts[s], args.demo_out, args.num, args.seed, args.cfg, features, real, real_idx, real_feats) for s in SCHEDULES]
-    info = {**machine_description(), "steps": args.steps, "num": args.num, "cfg": args.cfg, "seed": args.seed, "provenance": provenance,
+    real_idx = balanced_real_clips(real.labels, args.per_class, args.seed)
+    real_feats = reference_features(real, real_idx, features, batch_size=8)
+    rows = [evaluate(ckpts[s], args.demo_out, args.seed, args.cfg, features, real, real_idx, real_feats) for s in SCHEDULES]
+    info = {**machine_description(), "steps": args.steps, "num": len(real_idx), "cfg": args.cfg, "seed": args.seed, "provenance": provenance,
             "time": time.strftime("%Y-%m-%d %H:%M")}
     write_json_atomic(args.out / "quality.json", {"machine": info, "rows": rows})
     lines = [
         "# Quality in miniature: NAR vs PAR-4x vs raster (tiny trunk, embedded dataset)",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}. Same tokenizer, token cache, trunk and "
-        f"{args.steps} optimizer steps per model; {args.num} generated vs {args.num} real training clips, CFG {args.cfg}.",
+        f"{args.steps} optimizer steps per model; {len(real_idx)} generated vs {len(real_idx)} real training clips, CFG {args.cfg}.",
         "",
         "| schedule | forward steps | FVD | KVD | own class nearest | s/video (sampling, batch 16) |",
         "|---|---|---|---|---|---|",

@@ -39,7 +39,7 @@ class DemoPlan:
     generator_minutes: float
     generator_max_steps: int
     samples_per_class: int
-    fvd_clips: int  # generated = baseline = real clips
+    fvd_clips_per_class: int  # generated = baseline = real clips, per class
     throughput_grids: tuple
     throughput_batches: tuple
     throughput_repeats: int
@@ -50,14 +50,14 @@ PLANS = {
         classes=10, videos_per_class=36, frames=32,
         tokenizer_minutes=3.5, tokenizer_max_steps=5000, clips_per_video=4,
         generator_minutes=3.0, generator_max_steps=5000,
-        samples_per_class=4, fvd_clips=100,
+        samples_per_class=4, fvd_clips_per_class=6,
         throughput_grids=((4, 8, 8), (4, 16, 16)), throughput_batches=(1, 8), throughput_repeats=3,
     ),
     "quick": DemoPlan(
         classes=4, videos_per_class=6, frames=20,
         tokenizer_minutes=0.4, tokenizer_max_steps=60, clips_per_video=2,
         generator_minutes=0.3, generator_max_steps=80,
-        samples_per_class=2, fvd_clips=8,
+        samples_per_class=2, fvd_clips_per_class=3,
         throughput_grids=((4, 8, 8),), throughput_batches=(1,), throughput_repeats=1,
     ),
 }
@@ -176,7 +176,7 @@ def _tokenizer_summary(out: Path) -> dict:
         return {}
     rows = list(csv.DictReader(logs[-1].open()))
     summary = {}
-    for key in ("val/psnr", "val/usage", "val/perplexity"):
+    for key in ("val/psnr", "val/codebook_usage", "val/perplexity"):
         values = [float(r[key]) for r in rows if r.get(key)]
         if values:
             summary[key] = values[-1]
@@ -189,7 +189,7 @@ def _quality(out: Path, plan: DemoPlan, seed: int, cfg_scale: float) -> dict:
     """FVD/KVD of NAR samples and of decoded uniform random tokens against the same real clips."""
     from navid.data.ucf101 import UCF101Clips
     from navid.generation.checkpoint import load_generator
-    from navid.generation.evaluation import generate_batches, i3d_features, reference_features, score_features
+    from navid.generation.evaluation import balanced_real_clips, generate_batches, i3d_features, reference_features, score_features
     from navid.generation.sampler import SamplingConfig
     from navid.tokenizer.checkpoint import load_tokenizer
 
@@ -198,7 +198,8 @@ def _quality(out: Path, plan: DemoPlan, seed: int, cfg_scale: float) -> dict:
     tokenizer = load_tokenizer(out / "checkpoints" / "tokenizer.ckpt", map_location=device)
     real = UCF101Clips(out / "data", "train", num_frames=16, resolution=64)
     features, provenance = i3d_features(device)
-    real_idx, real_feats = reference_features(real, plan.fvd_clips, seed, features, batch_size=8)
+    real_idx = balanced_real_clips(real.labels, plan.fvd_clips_per_class, seed)
+    real_feats = reference_features(real, real_idx, features, batch_size=8)
     labels = torch.as_tensor(np.asarray(real.labels)[real_idx])  # generated clip i takes real clip i's label
     sampling = SamplingConfig(cfg_scale=cfg_scale, seed=seed)
 
@@ -247,7 +248,7 @@ def _write_report(out: Path, report: dict, stages: _Stages, started: float) -> N
         "",
         "## Tokenizer (tiny, held-out test split)",
         "",
-        f"PSNR {tok.get('val/psnr', float('nan')):.2f} dB, codes in use {tok.get('val/usage', float('nan')):.0%}, "
+        f"PSNR {tok.get('val/psnr', float('nan')):.2f} dB, codes in use {tok.get('val/codebook_usage', float('nan')):.0%}, "
         f"{tok.get('steps', 0)} steps.",
         "",
         f"## Quality: {q['num_clips']} generated clips vs {q['num_clips']} real training clips (I3D FVD)",

@@ -190,23 +190,11 @@ def evaluate_generator(
     Real features are cached in ``stats_cache`` under a hash of ``cache_key`` (the split, the
     clip shape, ``num``, the seed and the feature extractor's provenance).
     """
-    from navid.metrics.fvd import FeatureStats, fvd_from_features, kvd_from_features
-
     rank, world = rank_world()
     device = next(model.parameters()).device
     indices = choose_real_clips(len(real), num, sampling.seed)
+    real_feats = reference_features(real, indices, features, batch_size, stats_cache, cache_key, num_workers, progress)
     real_labels = np.asarray(real.labels)[indices]  # generated clip i takes real clip i's label
-
-    cache_file = None
-    if stats_cache is not None:
-        digest = hashlib.sha256(json.dumps(cache_key, sort_keys=True).encode()).hexdigest()[:16]
-        cache_file = Path(stats_cache) / f"real-features-{digest}.npz"
-    if cache_file is not None and cache_file.is_file():
-        real_feats = FeatureStats.load(cache_file).features
-    else:
-        real_feats = _real_features(real, indices, features, batch_size, num_workers, progress)
-        if cache_file is not None and rank == 0:
-            FeatureStats.from_features(real_feats, provenance=cache_key).save(cache_file)
 
     labels = torch.as_tensor(real_labels[rank::world], device=device)
     generator = torch.Generator(device=device).manual_seed(sampling.seed + rank)
@@ -217,19 +205,71 @@ def evaluate_generator(
         seconds += batch.seconds
     gen_feats = _gather_shards(np.concatenate(gen_parts), num)
 
-    num_classes = len(real.class_names)
-    matrix = per_class_fvd(gen_feats, real_labels, real_feats, real_labels, num_classes)
-    rated = [i for i in range(num_classes) if np.isfinite(matrix[i]).any()]
-    return {
-        "fvd": fvd_from_features(gen_feats, real_feats),
-        "kvd": kvd_from_features(gen_feats, real_feats),
+    report = score_features(gen_feats, real_labels, real_feats, real_labels, list(real.class_names))
+    report.update({
         "num_generated": int(len(gen_feats)),
         "num_real": int(len(real_feats)),
         "forward_steps_per_batch": steps,
         "sampling_seconds_rank0": seconds,
         "world_size": world,
+    })
+    return report
+
+
+def reference_features(
+    real,
+    indices: np.ndarray,
+    features: Callable[[torch.Tensor], np.ndarray],
+    batch_size: int,
+    stats_cache: Optional[Path] = None,
+    cache_key: Optional[dict] = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> np.ndarray:
+    """Features (len(indices), D) of the real clips ``indices`` of ``real``.
+
+    Features are cached in ``stats_cache`` under a hash of ``cache_key`` (the split, the clip
+    shape, the number of clips, the seed and the feature extractor's provenance), so several
+    models (or a model and a baseline) are scored against the same real clips for one pass.
+    """
+    from navid.metrics.fvd import FeatureStats
+
+    cache_file = None
+    if stats_cache is not None:
+        digest = hashlib.sha256(json.dumps(cache_key, sort_keys=True).encode()).hexdigest()[:16]
+        cache_file = Path(stats_cache) / f"real-features-{digest}.npz"
+    if cache_file is not None and cache_file.is_file():
+        return FeatureStats.load(cache_file).features
+    real_feats = _real_features(real, indices, features, batch_size, num_workers, progress)
+    if cache_file is not None and rank_world()[0] == 0:
+        FeatureStats.from_features(real_feats, provenance=cache_key).save(cache_file)
+    return real_feats
+
+
+def balanced_real_clips(labels: Sequence[int], per_class: int, seed: int) -> np.ndarray:
+    """``per_class`` clip indices of every class (with replacement only where a class has fewer).
+
+    Small studies (the demo, the quality benchmark) use it so that every class has enough
+    clips for its row and column of the per-class FVD matrix.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(np.flatnonzero(labels == c), size=per_class, replace=per_class > (labels == c).sum()) for c in np.unique(labels)]
+    return np.concatenate(picks)
+
+
+def score_features(gen_feats: np.ndarray, gen_labels: np.ndarray, real_feats: np.ndarray, real_labels: np.ndarray, class_names: Sequence[str]) -> dict:
+    """FVD and KVD of generated vs real features, and the per-class FVD matrix (generated i vs real j)."""
+    from navid.metrics.fvd import fvd_from_features, kvd_from_features
+
+    num_classes = len(class_names)
+    matrix = per_class_fvd(gen_feats, gen_labels, real_feats, real_labels, num_classes)
+    rated = [i for i in range(num_classes) if np.isfinite(matrix[i]).any()]
+    return {
+        "fvd": fvd_from_features(gen_feats, real_feats),
+        "kvd": kvd_from_features(gen_feats, real_feats),
         "per_class_fvd": {
-            "class_names": list(real.class_names),
+            "class_names": list(class_names),
             "matrix": [[None if np.isnan(v) else float(v) for v in row] for row in matrix],
             # Share of generated classes whose nearest real class (lowest FVD) is their own.
             "own_class_nearest": float(np.mean([np.nanargmin(matrix[i]) == i for i in rated])) if rated else None,
