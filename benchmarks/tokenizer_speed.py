@@ -9,7 +9,6 @@ go to ``benchmarks/results/tokenizer_speed.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -18,15 +17,9 @@ import torch
 from navid.config import load_config
 from navid.tokenizer import TokenizerTrainConfig, VideoTokenizer
 from navid.utils.atomic import write_json_atomic, write_text_atomic
+from navid.utils.machine import machine_description
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def timed(fn, iters: int) -> float:
@@ -59,7 +52,7 @@ def main() -> None:
             "encode_clips_per_s": round(args.batch / enc, 2), "decode_clips_per_s": round(args.batch / dec, 2),
         })
         print(rows[-1])
-    machine = {"cpu": cpu_model(), "cores": torch.get_num_threads(), "torch": torch.__version__}
+    machine = machine_description()
     out = ROOT / "benchmarks" / "results"
     write_json_atomic(out / "tokenizer_speed.json", {"machine": machine, "results": rows})
     lines = [

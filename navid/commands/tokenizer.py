@@ -146,11 +146,10 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
 
 def _fvd_metric(device: str):
-    try:
-        from navid.metrics.fvd import FVD
-    except ImportError as err:
-        raise ValueError(f"--fvd needs navid.metrics.fvd, which is not available ({err})") from None
-    return FVD().to(device)
+    """rFVD: the I3D FVD of reconstructions against their originals."""
+    from navid.metrics.fvd import FrechetVideoDistance
+
+    return FrechetVideoDistance().to(device)
 
 
 def run_tokenize(args: argparse.Namespace) -> int:

@@ -152,20 +152,25 @@ def _read_av(path: Path, indices: Optional[Sequence[int]]) -> np.ndarray:
     return np.ascontiguousarray(frames[idx])
 
 
-# ---------------------------------------------------------------- public API
-def probe_video(path: str | os.PathLike, backend: str = "auto") -> VideoInfo:
-    """Frame count, fps and size of a video without decoding it (decord) or by decoding (PyAV)."""
+def _with_fallback(path: str | os.PathLike, backend: str, with_decord, with_av):
+    """Run ``with_decord(path)``; on a decord failure fall back to ``with_av(path)`` unless decord was forced."""
     _check_backend(backend)
     path = Path(path)
     if not path.is_file():
         raise VideoReadError(f"{path}: no such file")
     if _use_decord(path, backend):
         try:
-            return _probe_decord(path)
+            return with_decord(path)
         except VideoReadError:
             if backend == "decord":
                 raise
-    return _probe_av(path)
+    return with_av(path)
+
+
+# ---------------------------------------------------------------- public API
+def probe_video(path: str | os.PathLike, backend: str = "auto") -> VideoInfo:
+    """Frame count, fps and size of a video without decoding it (decord) or by decoding (PyAV)."""
+    return _with_fallback(path, backend, _probe_decord, _probe_av)
 
 
 def read_video(
@@ -177,17 +182,7 @@ def read_video(
     on this file; ``"decord"`` / ``"pyav"`` force one. Raises :class:`VideoReadError`
     naming the file on any decoding problem.
     """
-    _check_backend(backend)
-    path = Path(path)
-    if not path.is_file():
-        raise VideoReadError(f"{path}: no such file")
-    if _use_decord(path, backend):
-        try:
-            return _read_decord(path, indices)
-        except VideoReadError:
-            if backend == "decord":
-                raise
-    return _read_av(path, indices)
+    return _with_fallback(path, backend, lambda p: _read_decord(p, indices), lambda p: _read_av(p, indices))
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
