@@ -48,7 +48,7 @@ class DemoPlan:
 PLANS = {
     "default": DemoPlan(
         classes=10, videos_per_class=36, frames=32,
-        tokenizer_minutes=3.5, tokenizer_max_steps=5000, clips_per_video=4,
+        tokenizer_minutes=4.5, tokenizer_max_steps=5000, clips_per_video=4,
         generator_minutes=3.0, generator_max_steps=5000,
         samples_per_class=4, fvd_clips_per_class=6,
         throughput_grids=((4, 8, 8), (4, 16, 16)), throughput_batches=(1, 8), throughput_repeats=3,

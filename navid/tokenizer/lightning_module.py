@@ -156,5 +156,5 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False) -> Path:
         trainer_cfg = dataclasses.replace(trainer_cfg, gradient_clip_val=0.0)
     trainer = build_trainer(trainer_cfg, cfg.out_dir)
     trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume))
-    trainer.save_checkpoint(Path(cfg.out_dir) / "checkpoints" / "last.ckpt")
+    trainer.save_checkpoint(Path(cfg.out_dir) / "checkpoints" / "last.ckpt", weights_only=False)
     return save_tokenizer(module.ema, Path(cfg.out_dir) / "tokenizer.pt")
