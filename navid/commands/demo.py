@@ -17,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--quick", action="store_true", help="a smoke-test-sized run (≤ 3 minutes)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale for the samples")
+    demo.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0 = greedy)")
+    demo.add_argument("--top-k", type=int, default=20, help="sample among the k most likely tokens (0 = off)")
     demo.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     demo.set_defaults(func=run)
 
@@ -24,5 +26,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from navid.demo import run_demo
 
-    run_demo(args.out, quick=args.quick, seed=args.seed, cfg_scale=args.cfg, overwrite=args.overwrite)
+    run_demo(args.out, quick=args.quick, seed=args.seed, cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k, overwrite=args.overwrite)
     return 0

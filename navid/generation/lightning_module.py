@@ -26,7 +26,7 @@ from navid.generation.checkpoint import CHECKPOINT_FORMAT, build_transformer
 from navid.generation.config import GeneratorTrainConfig
 from navid.generation.schedule import build_schedule
 from navid.generation.transformer import drop_labels
-from navid.utils.ema import update_ema
+from navid.utils.ema import ema_decay_at, update_ema
 from navid.utils.training import LAST_CHECKPOINT, adamw_with_schedule, build_trainer, resume_checkpoint
 
 
@@ -86,7 +86,7 @@ class GeneratorModule(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Once per optimizer step: with gradient accumulation most batches do not step.
         if self.trainer.global_step != self._ema_step:
-            update_ema(self.ema, self.model, self.cfg.optim.ema_decay)
+            update_ema(self.ema, self.model, ema_decay_at(self.trainer.global_step, self.cfg.optim.ema_decay))
             self._ema_step = self.trainer.global_step
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

@@ -28,7 +28,7 @@ from navid.tokenizer.losses import (
     reconstruction_loss,
 )
 from navid.tokenizer.model import VideoTokenizer
-from navid.utils.ema import update_ema
+from navid.utils.ema import ema_decay_at, update_ema
 import dataclasses
 
 from navid.data.datamodule import VideoDataModule
@@ -105,7 +105,7 @@ class TokenizerModule(L.LightningModule):
         # EMA warm-up: early on the average would be dominated by the random initial weights,
         # which matters for the few-minute CPU runs the demo does.
         step = self.global_step
-        update_ema(self.ema, self.tokenizer, min(self.cfg.optim.ema_decay, (1 + step) / (10 + step)))
+        update_ema(self.ema, self.tokenizer, ema_decay_at(step, self.cfg.optim.ema_decay))
         every = self.cfg.loss.log_videos_every_n_steps
         if every and self.global_step % every == 0 and self.trainer.is_global_zero:
             self._write_reconstruction(batch[0][:1])

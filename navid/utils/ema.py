@@ -15,3 +15,13 @@ def update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
     ema_buffers = dict(ema_model.named_buffers())
     for name, buf in model.named_buffers():
         ema_buffers[name].copy_(buf)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """EMA decay warmed up as ``min(decay, (1 + step) / (10 + step))``.
+
+    A fixed decay of 0.999 would keep the EMA copy near the random initialisation for the
+    first few thousand steps, so short runs (CPU, the demo) would sample from an untrained
+    model; the warm-up lets the EMA follow the weights early and settle to ``decay`` later.
+    """
+    return min(decay, (1 + step) / (10 + step))
