@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--num-videos", type=int, default=4, help="how many side-by-side videos to write")
     rec.add_argument("--fvd", action="store_true", help="also compute rFVD (needs navid.metrics.fvd)")
     rec.add_argument("--json", default=None, help="write the report to this JSON file")
+    rec.add_argument("--overwrite", action="store_true", help="replace an existing --json / write into a non-empty --out")
     rec.set_defaults(func=run_reconstruct)
 
     tok = subparsers.add_parser("tokenize", help="encode a dataset split into a token cache")
@@ -101,8 +102,12 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from navid.data.video_io import tensor_to_frames, write_video
     from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
     from navid.tokenizer.losses import psnr
-    from navid.utils.atomic import write_json_atomic
+    from navid.utils.atomic import prepare_output_dir, write_json_atomic
 
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise FileExistsError(f"--json {args.json} exists; pass --overwrite to replace it")
+    if args.out:
+        prepare_output_dir(args.out, args.overwrite)
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(args.tokenizer, map_location=args.device)
     ds = _clips(args)
