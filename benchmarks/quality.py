@@ -13,12 +13,15 @@ Writes ``quality.json`` and ``quality.md`` into ``--out`` (default ``benchmarks/
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from navid.generation.sampler import SamplingConfig
 
 from navid.cli import main as navid_main
 from navid.utils.atomic import write_json_atomic, write_text_atomic
@@ -40,16 +43,14 @@ def train(demo: Path, runs: Path, schedule: str, steps: int, seed: int) -> Path:
     return run_dir / "checkpoints" / "last.ckpt"
 
 
-def evaluate(ckpt: Path, demo: Path, seed: int, cfg_scale: float, features, real, real_idx, real_feats) -> dict:
+def evaluate(ckpt: Path, demo: Path, sampling, features, real, real_idx, real_feats) -> dict:
     from navid.generation.checkpoint import load_generator
     from navid.generation.evaluation import generate_batches, score_features
-    from navid.generation.sampler import SamplingConfig
     from navid.tokenizer.checkpoint import load_tokenizer
 
-    model, schedule, meta = load_generator(ckpt)
+    model, schedule, _ = load_generator(ckpt)
     tokenizer = load_tokenizer(demo / "checkpoints" / "tokenizer.ckpt")
     labels = torch.as_tensor(np.asarray(real.labels)[real_idx])
-    sampling = SamplingConfig(cfg_scale=cfg_scale, seed=seed)
     feats, seconds = [], 0.0
     for batch in generate_batches(model, schedule, tokenizer, labels, sampling, batch_size=16):
         feats.append(features(batch.video))
@@ -62,7 +63,6 @@ def evaluate(ckpt: Path, demo: Path, seed: int, cfg_scale: float, features, real
         "kvd": scores["kvd"],
         "own_class_nearest": scores["per_class_fvd"]["own_class_nearest"],
         "sampling_seconds_per_video": seconds / len(labels),
-        "final_train_loss": meta.get("final_train_loss"),
     }
 
 
@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="optimizer steps per generator")
     parser.add_argument("--per-class", type=int, default=10, help="generated = real clips per class and model")
     parser.add_argument("--cfg", type=float, default=2.0)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
@@ -79,21 +81,23 @@ def main() -> None:
     from navid.data.ucf101 import UCF101Clips
     from navid.generation.evaluation import balanced_real_clips, i3d_features, reference_features
 
+    sampling = SamplingConfig(cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
     runs = args.demo_out / "runs" / "quality"
     ckpts = {s: train(args.demo_out, runs, s, args.steps, args.seed) for s in SCHEDULES}
     real = UCF101Clips(args.demo_out / "data", "train", num_frames=16, resolution=64)
     features, provenance = i3d_features(torch.device("cpu"))
     real_idx = balanced_real_clips(real.labels, args.per_class, args.seed)
     real_feats = reference_features(real, real_idx, features, batch_size=8)
-    rows = [evaluate(ckpts[s], args.demo_out, args.seed, args.cfg, features, real, real_idx, real_feats) for s in SCHEDULES]
-    info = {**machine_description(), "steps": args.steps, "num": len(real_idx), "cfg": args.cfg, "seed": args.seed, "provenance": provenance,
-            "time": time.strftime("%Y-%m-%d %H:%M")}
+    rows = [evaluate(ckpts[s], args.demo_out, sampling, features, real, real_idx, real_feats) for s in SCHEDULES]
+    info = {**machine_description(), "steps": args.steps, "num": len(real_idx), "sampling": dataclasses.asdict(sampling),
+            "provenance": provenance, "time": time.strftime("%Y-%m-%d %H:%M")}
     write_json_atomic(args.out / "quality.json", {"machine": info, "rows": rows})
     lines = [
         "# Quality in miniature: NAR vs PAR-4x vs raster (tiny trunk, embedded dataset)",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}. Same tokenizer, token cache, trunk and "
-        f"{args.steps} optimizer steps per model; {len(real_idx)} generated vs {len(real_idx)} real training clips, CFG {args.cfg}.",
+        f"{args.steps} optimizer steps per model; {len(real_idx)} generated vs {len(real_idx)} real training clips, CFG {args.cfg}, "
+        f"temperature {args.temperature}, top-k {args.top_k or 'off'}.",
         "",
         "| schedule | forward steps | FVD | KVD | own class nearest | s/video (sampling, batch 16) |",
         "|---|---|---|---|---|---|",
