@@ -95,7 +95,8 @@ def test_evaluate_reports_fvd_kvd_and_per_class_matrix(tmp_path):
     cache = write_token_cache(tmp_path / "cache", tokens, np.arange(4) % 2, vocab_size=16, class_names=names, tokenizer_fingerprint=fingerprint)
     assert main(["train", *tiny_overrides(cache, tmp_path / "run", steps=2)]) == 0
     args = ["evaluate", "--generator", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--tokenizer", str(tokenizer),
-            "--data", str(data), "--num", "4", "--batch-size", "4", "--num-workers", "0", "--stats-cache", str(tmp_path / "stats"), "--json", str(tmp_path / "fvd.json")]
+            "--data", str(data), "--num", "4", "--batch-size", "4", "--num-workers", "0",
+            "--stats-cache", str(tmp_path / "stats"), "--json", str(tmp_path / "fvd.json")]
     assert main(args) == 0
     report = json.loads((tmp_path / "fvd.json").read_text())
     assert report["fvd"] > 0 and np.isfinite(report["kvd"])
