@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from navid.generation.sampler import SamplingConfig, sample
+from navid.metrics.fvd import low_rank_frechet
 from navid.generation.schedule import Schedule
 from navid.generation.transformer import Transformer
 
@@ -88,27 +89,6 @@ def choose_real_clips(num_clips: int, num: int, seed: int) -> np.ndarray:
     """
     rng = np.random.default_rng(seed)
     return rng.choice(num_clips, size=num, replace=num > num_clips)
-
-
-def _covariance_factor(features: np.ndarray) -> np.ndarray:
-    """``A`` (n, D) with ``A.T @ A`` = the unbiased covariance of ``features`` (n, D)."""
-    centred = features - features.mean(axis=0)
-    return centred / np.sqrt(max(len(features) - 1, 1))
-
-
-def low_rank_frechet(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """Fréchet distance of two small feature sets (n_a, D), (n_b, D), exact, in float64.
-
-    With covariances ``A^T A`` and ``B^T B``, ``Tr((S_a S_b)^1/2)`` is the sum of the
-    singular values of ``A B^T`` (n_a × n_b): the non-zero eigenvalues of ``A^T A B^T B``
-    are those of ``(A B^T)(A B^T)^T``. A per-class matrix of 101 × 101 distances therefore
-    costs small SVDs instead of 10,201 square roots of D × D matrices.
-    """
-    a, b = features_a.astype(np.float64), features_b.astype(np.float64)
-    fa, fb = _covariance_factor(a), _covariance_factor(b)
-    trace_sqrt = np.linalg.svd(fa @ fb.T, compute_uv=False).sum()
-    mean_term = np.sum((a.mean(axis=0) - b.mean(axis=0)) ** 2)
-    return float(mean_term + np.sum(fa * fa) + np.sum(fb * fb) - 2.0 * trace_sqrt)
 
 
 def per_class_fvd(gen_features: np.ndarray, gen_labels: np.ndarray, real_features: np.ndarray, real_labels: np.ndarray, num_classes: int) -> np.ndarray:
