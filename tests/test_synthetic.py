@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import colorsys
 import re
 
 import numpy as np
 import pytest
 
-from navid.data.synthetic import CLASSES, num_test_groups, synthesize_dataset
+from navid.data.synthetic import CLASSES, num_test_groups, object_colours, synthesize_dataset
 from navid.data.ucf101 import load_index
 from navid.data.video_io import find_videos, probe_video, read_video
 
@@ -48,6 +49,26 @@ def test_clips_move_and_vary_within_class(synth_root):
             assert np.abs(np.diff(clip, axis=0)).mean() > 0.2  # something moves
         means = np.array([c.mean(axis=(0, 1, 2)) for c in clips])  # per-clip colour
         assert np.ptp(means, axis=0).max() > 20  # colours / backgrounds differ inside a class
+
+
+def test_each_class_has_its_own_object_hue(synth_root):
+    """Vivid pixels (only the object's are: backgrounds are weakly tinted) carry the class hue ``label / 10``."""
+    for label, cls in enumerate(CLASSES[:4]):
+        clip = np.concatenate([read_video(p) for p in sorted((synth_root / cls.name).iterdir())]).reshape(-1, 3) / 255.0
+        hsv = np.array([colorsys.rgb_to_hsv(*px) for px in clip[clip.max(1) - clip.min(1) > 0.4]])
+        vivid = hsv[(hsv[:, 1] > 0.5) & (hsv[:, 2] > 0.5)]
+        assert len(vivid) > 1000
+        offset = (vivid[:, 0] - label / len(CLASSES) + 0.5) % 1.0 - 0.5  # signed hue difference
+        assert np.median(np.abs(offset)) < 0.03
+
+
+def test_object_colours_jitter_around_the_hue():
+    rng = np.random.default_rng(0)
+    colours = np.array([object_colours(0.25, rng) for _ in range(50)])  # (50, 2, 3)
+    hues = np.array([[colorsys.rgb_to_hsv(*c)[0] for c in pair] for pair in colours])
+    assert np.all(np.abs(hues - 0.25) <= 0.026)
+    assert np.ptp(colours[:, 0].max(1)) > 0.15  # shades differ between clips
+    assert np.all(colours[:, 1].max(1) < colours[:, 0].max(1))  # the texture colour is the darker one
 
 
 def test_invalid_arguments(tmp_path):
