@@ -73,6 +73,39 @@ def test_overfits_a_single_clip():
     assert psnr(tok.decode(tok.encode(clip)), clip).item() > 28
 
 
+def _chroma_error(tok: VideoTokenizer, clip: torch.Tensor, mask: torch.Tensor) -> float:
+    """RMS error of the reconstruction's colour (channel deviation from grey) on ``mask`` pixels."""
+    recon = tok.decode(tok.encode(clip))
+    chroma = lambda v: v - v.mean(1, keepdim=True)  # noqa: E731
+    return (chroma(recon) - chroma(clip))[mask.expand_as(clip)].square().mean().sqrt().item()
+
+
+@pytest.mark.slow
+def test_lowpass_shortcut_learns_object_colour_fast():
+    """Squares of eight hues on grey: the shortcut carries their colours through the code within a few dozen steps."""
+    gen = torch.Generator().manual_seed(0)
+    clips = torch.full((8, 3, 8, 32, 32), -0.2)
+    mask = torch.zeros(8, 1, 8, 32, 32, dtype=torch.bool)
+    for i in range(8):
+        y, x = torch.randint(0, 17, (2,), generator=gen).tolist()
+        mask[i, :, :, y : y + 12, x : x + 12] = True
+        hue = torch.tensor([0.0, 2.094, 4.189]) + 0.785 * i  # a colour wheel, one hue per clip
+        clips[i] = torch.where(mask[i], 0.8 * torch.cos(hue).view(3, 1, 1, 1), clips[i])
+    errors = {}
+    for shortcut in (True, False):
+        tok = small_tokenizer(lowpass_shortcut=shortcut)
+        assert (tok.encoder.shortcut is not None) == shortcut and (tok.decoder.shortcut is not None) == shortcut
+        opt = torch.optim.Adam(tok.parameters(), lr=2e-3)
+        for _ in range(40):
+            recon, _, _ = tok(clips)
+            loss = (recon - clips).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        errors[shortcut] = _chroma_error(tok.eval(), clips, mask)
+    assert errors[True] < 0.35 < errors[False]
+
+
 def test_save_load_round_trip_and_fingerprint(tmp_path):
     tok = small_tokenizer().eval()
     path = save_tokenizer(tok, tmp_path / "tok.pt")

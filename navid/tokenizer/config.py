@@ -24,6 +24,7 @@ class TokenizerModelConfig:
     num_res_blocks: int = 1
     out_hidden_channels: int = 16
     norm_groups: int = 8
+    lowpass_shortcut: bool = True  # linear per-token colour paths around encoder and decoder (see model.py)
     quantizer: str = "fsq"
     fsq_levels: list = field(default_factory=lambda: [8, 5, 5, 5])
     vq_codebook_size: int = 1024

@@ -13,6 +13,7 @@ import math
 import torch
 from einops import rearrange
 from torch import nn
+from torch.nn import functional as F
 
 from navid.tokenizer.config import TokenizerModelConfig
 from navid.tokenizer.fsq import FSQ
@@ -63,10 +64,17 @@ class Upsample3d(nn.Module):
 
 
 class Encoder(nn.Module):
-    """(B, C, T, H, W) -> (B, D, T', H', W') continuous latents."""
+    """(B, C, T, H, W) -> (B, D, T', H', W') continuous latents.
+
+    With ``cfg.lowpass_shortcut`` a linear map of each token's mean colour is added to the
+    latent, so the code carries colour from the first step instead of after the deep path
+    has discovered it (objects on near-grey scenes otherwise stay grey for hundreds of steps).
+    """
 
     def __init__(self, cfg: TokenizerModelConfig, latent_dim: int) -> None:
         super().__init__()
+        self.compression = cfg.compression
+        self.shortcut = nn.Conv3d(cfg.in_channels, latent_dim, 1) if cfg.lowpass_shortcut else None
         pt, ph, pw = cfg.patch_size
         self.patch = tuple(cfg.patch_size)
         ch, g = cfg.channels, cfg.norm_groups
@@ -81,15 +89,23 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pt, ph, pw = self.patch
-        x = rearrange(x, "b c (t pt) (h ph) (w pw) -> b (c pt ph pw) t h w", pt=pt, ph=ph, pw=pw)
-        return self.body(self.stem(x))
+        z = self.body(self.stem(rearrange(x, "b c (t pt) (h ph) (w pw) -> b (c pt ph pw) t h w", pt=pt, ph=ph, pw=pw)))
+        if self.shortcut is None:
+            return z
+        return z + self.shortcut(F.avg_pool3d(x, self.compression))
 
 
 class Decoder(nn.Module):
-    """(B, D, T', H', W') codes -> (B, C, T, H, W) video (unclamped)."""
+    """(B, D, T', H', W') codes -> (B, C, T, H, W) video (unclamped).
+
+    With ``cfg.lowpass_shortcut`` a linear colour per token, trilinearly upsampled, is added
+    to the output: the deep path then learns the detail on top of a low-pass video.
+    """
 
     def __init__(self, cfg: TokenizerModelConfig, latent_dim: int) -> None:
         super().__init__()
+        self.compression = cfg.compression
+        self.shortcut = nn.Conv3d(latent_dim, cfg.in_channels, 1) if cfg.lowpass_shortcut else None
         ch, g = list(reversed(cfg.channels)), cfg.norm_groups
         ups = list(reversed(cfg.downsample))
         layers: list[nn.Module] = [nn.Conv3d(latent_dim, ch[0], 3, padding=1), ResBlock3d(ch[0], ch[0], g)]
@@ -103,7 +119,10 @@ class Decoder(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.body(z)
+        out = self.body(z)
+        if self.shortcut is None:
+            return out
+        return out + F.interpolate(self.shortcut(z), size=out.shape[-3:], mode="trilinear", align_corners=False)
 
 
 class VideoTokenizer(nn.Module):
