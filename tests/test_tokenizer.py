@@ -63,7 +63,7 @@ def test_overfits_a_single_clip():
     ])[None]
     tok = small_tokenizer()
     opt = torch.optim.Adam(tok.parameters(), lr=2e-3)
-    for _ in range(150):
+    for _ in range(250):
         recon, _, _ = tok(clip)
         loss = (recon - clip).abs().mean() + (recon - clip).square().mean()
         opt.zero_grad()
