@@ -1,7 +1,7 @@
 """How well I3D tells a dataset's classes apart: the ceiling of the per-class FVD matrix.
 
 Real test clips of each class are scored against real training clips of every class, exactly
-as ``navid demo`` and ``navid evaluate`` score generated clips (``per_class_fvd``), for several
+as ``navid demo`` and ``navid evaluate`` score generated clips (``score_features``), for several
 clips-per-class counts. A generator cannot be expected to be nearest its own class more often
 than real clips of that class are.
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from navid.data.ucf101 import UCF101Clips
-from navid.generation.evaluation import balanced_real_clips, i3d_features, per_class_fvd, reference_features
+from navid.generation.evaluation import balanced_real_clips, i3d_features, reference_features, score_features
 from navid.utils.atomic import write_json_atomic, write_text_atomic
 from navid.utils.machine import machine_description
 
@@ -48,12 +48,13 @@ def main() -> None:
     for n in args.per_class:
         test = first_per_class(*sets["test"], n, len(class_names))
         train = first_per_class(*sets["train"], n, len(class_names))
-        matrix = per_class_fvd(test[0], test[1], train[0], train[1], len(class_names))
+        per_class = score_features(*test, *train, class_names)["per_class_fvd"]
+        matrix = np.array(per_class["matrix"], dtype=float)
         diagonal = np.diag(matrix)
         off = np.where(np.eye(len(class_names), dtype=bool), np.inf, matrix).min(axis=1)
         rows.append({
             "clips_per_class": n,
-            "own_class_nearest": float(np.mean(matrix.argmin(axis=1) == np.arange(len(class_names)))),
+            "own_class_nearest": per_class["own_class_nearest"],
             "mean_own_fvd": float(diagonal.mean()),
             "mean_nearest_other_fvd": float(off.mean()),
         })

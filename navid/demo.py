@@ -213,10 +213,7 @@ def _quality(out: Path, plan: DemoPlan, sampling) -> dict:
     # The tokenizer's reconstructions of other real clips: what a generator that sampled real
     # token grids perfectly would score, i.e. the ceiling the tokenizer puts on both numbers.
     recon_idx = balanced_real_clips(real.labels, plan.fvd_clips_per_class, sampling.seed + 1)
-    recon_feats = np.concatenate([
-        features(tokenizer.decode(tokenizer.encode(torch.stack([real[i][0] for i in chunk]))))
-        for chunk in np.array_split(recon_idx, -(-len(recon_idx) // 16))
-    ])
+    recon_feats = reference_features(real, recon_idx, lambda video: features(tokenizer.decode(tokenizer.encode(video))), batch_size=16)
 
     class_names = list(real.class_names)
     real_labels = labels.numpy()

@@ -5,9 +5,11 @@ differ in appearance and movement as UCF-101's do (where a class's scenes share 
 inside a class, shade, saturation, size, start position, speed, direction and background
 vary widely. The hue matters for evaluation: with random object colours, I3D features of
 6 real test clips per class were nearest their own real training class for only 60-70% of
-classes, so per-class FVD could not show whether a generator follows its label. As in UCF-101, the clips of one group share a background
-(UCF-101's groups share actor and scene), and groups 1..g form the test split of fold 1
-(g = 7 of UCF-101's 25 groups, scaled to the number of groups used here).
+classes, so per-class FVD could not show whether a generator follows its label.
+
+As in UCF-101, the clips of one group share a background (UCF-101's groups share actor and
+scene), and groups 1..g form the test split of fold 1 (g = 7 of UCF-101's 25 groups, scaled
+to the number of groups used here).
 
 Rendering is vectorised: a whole clip is one numpy expression over a ``(T, H, W)`` grid
 of object-local coordinates, with anti-aliased signed-distance shapes and only smooth or

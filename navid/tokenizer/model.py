@@ -104,7 +104,6 @@ class Decoder(nn.Module):
 
     def __init__(self, cfg: TokenizerModelConfig, latent_dim: int) -> None:
         super().__init__()
-        self.compression = cfg.compression
         self.shortcut = nn.Conv3d(latent_dim, cfg.in_channels, 1) if cfg.lowpass_shortcut else None
         ch, g = list(reversed(cfg.channels)), cfg.norm_groups
         ups = list(reversed(cfg.downsample))
