@@ -83,3 +83,28 @@ def test_vq_ema_moves_codes_towards_latents():
     for _ in range(10):
         _, ids, _ = vq(z)
     assert torch.allclose(vq.embed[ids[0, 0, 0, 0]], torch.tensor([1.0, 0.0, 0.0]), atol=1e-2)
+
+
+def test_fsq_entropy_penalty_only_in_training_and_bounded():
+    fsq = FSQ([8, 5, 5, 5], entropy_weight=1.0)
+    z = torch.randn(2, 4, 4, 8, 8)
+    penalty = fsq.train()(z)[2]
+    assert -1.0 <= penalty.item() < 0.0  # in units of log(vocab)
+    assert fsq.eval()(z)[2].item() == 0.0
+    with pytest.raises(ValueError, match="entropy"):
+        FSQ([8, 5], entropy_weight=-1.0)
+
+
+def test_fsq_entropy_penalty_spreads_correlated_latents_over_more_codes():
+    """Latents whose four channels move together use few level combinations; the penalty alone decorrelates them."""
+    torch.manual_seed(0)
+    fsq = FSQ([8, 5, 5, 5], entropy_weight=1.0).train()
+    z = (torch.randn(1, 1, 4, 16, 16) * 2).repeat(1, 4, 1, 1, 1).requires_grad_(True)  # 1,024 tokens
+    before = codebook_stats(fsq(z)[1], fsq.vocab_size)[0].item()
+    opt = torch.optim.Adam([z], lr=0.05)
+    for _ in range(150):
+        opt.zero_grad()
+        fsq(z)[2].backward()
+        opt.step()
+    after = codebook_stats(fsq(z)[1], fsq.vocab_size)[0].item()
+    assert before < 0.05 and after > 0.25

@@ -25,12 +25,17 @@ RESIZE_METHOD = "F.interpolate bilinear align_corners=False antialias=False to 2
 
 def resize_for_i3d(videos: torch.Tensor) -> torch.Tensor:
     """Protocol resize: (B, C, T, H, W) → (B, C, T, 224, 224), per frame."""
+    return resize_for_i3d_to(videos, RESOLUTION)
+
+
+def resize_for_i3d_to(videos: torch.Tensor, size: int) -> torch.Tensor:
+    """The protocol's per-frame bilinear resize, to ``size`` x ``size``."""
     b, c, t, h, w = videos.shape
-    if (h, w) == (RESOLUTION, RESOLUTION):
+    if (h, w) == (size, size):
         return videos
     frames = videos.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-    frames = F.interpolate(frames, size=(RESOLUTION, RESOLUTION), mode="bilinear", align_corners=False)
-    return frames.reshape(b, t, c, RESOLUTION, RESOLUTION).permute(0, 2, 1, 3, 4)
+    frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False)
+    return frames.reshape(b, t, c, size, size).permute(0, 2, 1, 3, 4)
 
 
 @torch.no_grad()

@@ -141,15 +141,27 @@ class InceptionI3d(nn.Module):
         self.logits = Unit3D(ch, NUM_CLASSES, (1, 1, 1), relu=False)
         self.weights_sha256 = ""
 
-    def mixed_5c(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, H, W) → Mixed_5c activations (B, 1024, T', H', W')."""
+    def activations(self, x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """(B, 3, T, H, W) → the outputs of the named units/mixed blocks, running the network only as deep as needed."""
         if x.ndim != 5 or x.shape[1] != 3:
             raise ValueError(f"I3D expects (B, 3, T, H, W) videos, got shape {tuple(x.shape)}")
-        if x.shape[2] < 10:
-            raise ValueError(f"I3D needs at least 10 frames (its temporal pooling), got {x.shape[2]}")
+        unknown = set(names) - set(self.blocks)
+        if unknown:
+            raise ValueError(f"unknown I3D layers {sorted(unknown)}; known: {list(self.blocks)}")
+        out: dict[str, torch.Tensor] = {}
         for layer in self.order:
+            if len(out) == len(set(names)):
+                break
             x = max_pool_same(x, layer[1], layer[2]) if layer[0] == "pool" else self.blocks[layer[1]](x)
-        return x
+            if layer[0] != "pool" and layer[1] in names:
+                out[layer[1]] = x
+        return out
+
+    def mixed_5c(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) → Mixed_5c activations (B, 1024, T', H', W')."""
+        if x.ndim == 5 and x.shape[2] < 10:
+            raise ValueError(f"I3D needs at least 10 frames (its temporal pooling), got {x.shape[2]}")
+        return self.activations(x, ("Mixed_5c",))["Mixed_5c"]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Mixed_5c averaged over time and space: (B, 3, T, H, W) → (B, 1024)."""

@@ -27,6 +27,8 @@ class TokenizerModelConfig:
     lowpass_shortcut: bool = True  # linear per-token colour paths around encoder and decoder (see model.py)
     quantizer: str = "fsq"
     fsq_levels: list = field(default_factory=lambda: [8, 5, 5, 5])
+    fsq_entropy_weight: float = 0.0  # codebook-entropy penalty spreading tokens over more codes (see fsq.py)
+    fsq_entropy_temperature: float = 0.5
     vq_codebook_size: int = 1024
     vq_dim: int = 8
     vq_decay: float = 0.99
@@ -57,6 +59,9 @@ class TokenizerLossConfig:
     l1_weight: float = 1.0
     l2_weight: float = 1.0
     perceptual_weight: float = 0.0
+    perceptual_layers: list = field(default_factory=lambda: ["Conv3d_2c_3x3", "Mixed_3c", "Mixed_4f"])
+    perceptual_resolution: int = 0  # frames resized to this square size for I3D; 0 keeps the clip's size
+    perceptual_clips: int = 0  # clips of each batch the perceptual term sees (bounds its cost); 0 = all
     gan_weight: float = 0.0
     gan_start_step: int = 2000
     disc_warmup_steps: int = 500
@@ -67,7 +72,7 @@ class TokenizerLossConfig:
     log_videos_every_n_steps: int = 0
 
     def __post_init__(self) -> None:
-        for key in ("l1_weight", "l2_weight", "perceptual_weight", "gan_weight"):
+        for key in ("l1_weight", "l2_weight", "perceptual_weight", "gan_weight", "perceptual_resolution", "perceptual_clips"):
             if getattr(self, key) < 0:
                 raise ValueError(f"key 'loss.{key}' must be >= 0")
 

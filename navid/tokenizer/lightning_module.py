@@ -38,8 +38,6 @@ from navid.utils.training import adamw_with_schedule, build_trainer, resume_chec
 class TokenizerModule(L.LightningModule):
     def __init__(self, cfg: TokenizerTrainConfig) -> None:
         super().__init__()
-        if cfg.loss.perceptual_weight > 0:
-            raise ValueError("key 'loss.perceptual_weight': the I3D perceptual loss is not wired in this version; set it to 0")
         self.cfg = cfg
         self.tokenizer = VideoTokenizer(cfg.model)
         self.ema = copy.deepcopy(self.tokenizer).requires_grad_(False).eval()
@@ -47,6 +45,16 @@ class TokenizerModule(L.LightningModule):
         self.automatic_optimization = not self.use_gan
         if self.use_gan:
             self.discriminator = PatchDiscriminator3d(cfg.model.in_channels, cfg.loss.disc_channels, cfg.loss.disc_layers)
+        # Held in a tuple so the frozen detector stays out of state_dict (checkpoints, strict loading).
+        self._perceptual: tuple = ()
+        if cfg.loss.perceptual_weight > 0:
+            from navid.tokenizer.perceptual import I3DPerceptualLoss
+
+            self._perceptual = (I3DPerceptualLoss(tuple(cfg.loss.perceptual_layers), cfg.loss.perceptual_resolution),)
+
+    def on_fit_start(self) -> None:
+        for loss in self._perceptual:
+            loss.to(self.device)
 
     # ----------------------------------------------------------------- training
     def _log_quantizer(self, tokens: torch.Tensor, prefix: str) -> None:
@@ -58,8 +66,14 @@ class TokenizerModule(L.LightningModule):
         recon, tokens, aux = self.tokenizer(video)
         rec = reconstruction_loss(recon, video, self.cfg.loss.l1_weight, self.cfg.loss.l2_weight)
         self.log("train/rec_loss", rec, prog_bar=True)
+        if self._perceptual:
+            n = self.cfg.loss.perceptual_clips or len(video)
+            perceptual = self._perceptual[0](recon[:n], video[:n])
+            self.log("train/perceptual_loss", perceptual)
+            rec = rec + self.cfg.loss.perceptual_weight * perceptual
         self.log("train/psnr", psnr(recon.detach().clamp(-1, 1), video).mean(), prog_bar=True)
         self._log_quantizer(tokens, "train")
+        self.log("train/quantizer_loss", aux)
         return rec + aux, recon, tokens
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict:
