@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--tokenizer", nargs="+", required=True, metavar="NAME=CKPT")
     parser.add_argument("--per-class", type=int, default=6)
     args = parser.parse_args()
-    named = [spec.split("=", 1) for spec in args.tokenizer]
+    named = [spec.rsplit("=", 1) for spec in args.tokenizer]  # names may contain "="
     if any(len(pair) != 2 for pair in named):
         parser.error("--tokenizer entries must be NAME=CKPT")
     features, _ = i3d_features(torch.device("cpu"))
