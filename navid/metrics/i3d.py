@@ -145,15 +145,15 @@ class InceptionI3d(nn.Module):
         """(B, 3, T, H, W) → the outputs of the named units/mixed blocks, running the network only as deep as needed."""
         if x.ndim != 5 or x.shape[1] != 3:
             raise ValueError(f"I3D expects (B, 3, T, H, W) videos, got shape {tuple(x.shape)}")
-        unknown = set(names) - set(self.blocks)
-        if unknown:
-            raise ValueError(f"unknown I3D layers {sorted(unknown)}; known: {list(self.blocks)}")
+        wanted = set(names)
+        if wanted - set(self.blocks):
+            raise ValueError(f"unknown I3D layers {sorted(wanted - set(self.blocks))}; known: {list(self.blocks)}")
         out: dict[str, torch.Tensor] = {}
         for layer in self.order:
-            if len(out) == len(set(names)):
+            if len(out) == len(wanted):
                 break
             x = max_pool_same(x, layer[1], layer[2]) if layer[0] == "pool" else self.blocks[layer[1]](x)
-            if layer[0] != "pool" and layer[1] in names:
+            if layer[0] != "pool" and layer[1] in wanted:
                 out[layer[1]] = x
         return out
 
