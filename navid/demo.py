@@ -36,6 +36,7 @@ class DemoPlan:
     frames: int
     tokenizer_minutes: float
     tokenizer_max_steps: int
+    tokenizer_overrides: tuple  # on top of configs/tokenizer/tiny.yaml
     clips_per_video: int
     generator_minutes: float
     generator_max_steps: int
@@ -46,19 +47,25 @@ class DemoPlan:
     throughput_repeats: int
 
 
+# The demo's tokenizer adds the I3D perceptual loss and takes 4x smaller batches (4x more
+# steps in the same minutes). With pixel losses alone, I3D placed the tokenizer's
+# reconstructions of every class nearest one real class (10-30%), so no generator over its
+# tokens could pass the per-class bar; with these, 70% (benchmarks/tokenizer_class_evidence.py).
+DEMO_TOKENIZER = ("data.batch_size=2", "loss.perceptual_weight=1.0")
+
 PLANS = {
     # Twice `navid data synth`'s default videos per class: the NAR generator overfits 250
     # training videos within its five minutes (train loss 0.47 vs validation 0.86 at step 860).
     "default": DemoPlan(
         classes=10, videos_per_class=72, frames=32,
-        tokenizer_minutes=5.0, tokenizer_max_steps=480, clips_per_video=4,
+        tokenizer_minutes=5.0, tokenizer_max_steps=720, tokenizer_overrides=DEMO_TOKENIZER, clips_per_video=4,
         generator_minutes=5.5, generator_max_steps=1000,
         samples_per_class=4, fvd_clips_per_class=6,
         throughput_grids=((4, 8, 8), (4, 16, 16)), throughput_batches=(1, 8), throughput_repeats=3,
     ),
     "quick": DemoPlan(
         classes=4, videos_per_class=6, frames=20,
-        tokenizer_minutes=0.4, tokenizer_max_steps=60, clips_per_video=2,
+        tokenizer_minutes=0.4, tokenizer_max_steps=60, tokenizer_overrides=DEMO_TOKENIZER, clips_per_video=2,
         generator_minutes=0.3, generator_max_steps=80,
         samples_per_class=2, fvd_clips_per_class=3,
         throughput_grids=((4, 8, 8),), throughput_batches=(1,), throughput_repeats=1,
@@ -139,6 +146,7 @@ def run_demo(
             "train-tokenizer", "--config", CONFIGS / "tokenizer" / "tiny.yaml", *again,
             f"data.root={data}", f"out_dir={run_dir}", f"seed={seed}",
             f"trainer.max_time_minutes={plan.tokenizer_minutes}", f"trainer.max_steps={plan.tokenizer_max_steps}",
+            *plan.tokenizer_overrides,
         ])
         _copy_atomic(run_dir / "tokenizer.pt", tokenizer_ckpt)
         _run_command("reconstruct", [

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from navid.data.synthetic import CLASSES, num_test_groups, object_colours, synthesize_dataset
+from navid.data.synthetic import CLASSES, _soften, num_test_groups, object_colours, synthesize_dataset
 from navid.data.ucf101 import load_index
 from navid.data.video_io import find_videos, probe_video, read_video
 
@@ -52,7 +52,7 @@ def test_clips_move_and_vary_within_class(synth_root):
 
 
 def test_each_class_has_its_own_object_hue(synth_root):
-    """Vivid pixels (only the object's are: backgrounds are weakly tinted) carry the class hue ``label / 10``."""
+    """Vivid pixels (only the object's are: scenes are tinted at most to saturation ~0.47) carry the class hue ``label / 10``."""
     for label, cls in enumerate(CLASSES[:4]):
         clip = np.concatenate([read_video(p) for p in sorted((synth_root / cls.name).iterdir())]).reshape(-1, 3) / 255.0
         hsv = np.array([colorsys.rgb_to_hsv(*px) for px in clip[clip.max(1) - clip.min(1) > 0.4]])
@@ -60,6 +60,27 @@ def test_each_class_has_its_own_object_hue(synth_root):
         assert len(vivid) > 1000
         offset = (vivid[:, 0] - label / len(CLASSES) + 0.5) % 1.0 - 0.5  # signed hue difference
         assert np.median(np.abs(offset)) < 0.03
+
+
+def test_each_class_scene_takes_the_complementary_hue(synth_root):
+    """The frame corners (scene, rarely the object) of every clip of a class lean to hue ``label / 10 + 0.5``."""
+    for label, cls in enumerate(CLASSES[:4]):
+        for path in sorted((synth_root / cls.name).iterdir()):
+            corners = read_video(path)[:, [0, 0, -1, -1], [0, -1, 0, -1]].reshape(-1, 3).mean(0) / 255.0
+            hue = colorsys.rgb_to_hsv(*corners)[0]
+            offset = (hue - label / len(CLASSES) - 0.5 + 0.5) % 1.0 - 0.5
+            assert abs(offset) < 0.05, (path.name, hue)
+
+
+def test_soften_is_a_normalised_gaussian_blur():
+    video = np.zeros((2, 32, 32, 3))
+    video[:, 16, 16] = 1.0  # an impulse spreads into the kernel itself
+    soft = _soften(video, sigma=2.0)
+    assert soft.sum(axis=(1, 2)) == pytest.approx(np.ones((2, 3)))
+    profile = soft[0, 16, :, 0]
+    assert profile.argmax() == 16 and profile[16 + 2] / profile[16] == pytest.approx(np.exp(-0.5), rel=1e-6)
+    flat = np.full((1, 32, 32, 3), 0.3)
+    assert np.allclose(_soften(flat, sigma=2.0), 0.3)  # edges replicate: no darkening at the border
 
 
 def test_object_colours_jitter_around_the_hue():

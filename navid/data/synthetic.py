@@ -1,11 +1,18 @@
 """The embedded default dataset: procedural class-conditional videos in the UCF-101 layout.
 
-Each class is one (shape, texture, motion) triple with its own object hue, so classes
-differ in appearance and movement as UCF-101's do (where a class's scenes share a look);
-inside a class, shade, saturation, size, start position, speed, direction and background
-vary widely. The hue matters for evaluation: with random object colours, I3D features of
-6 real test clips per class were nearest their own real training class for only 60-70% of
-classes, so per-class FVD could not show whether a generator follows its label.
+Each class is one (shape, texture, motion) triple with its own object hue and a scene
+tinted with the complementary hue, so classes differ in appearance and movement as UCF-101's
+do (where a class's scenes share a look: pools, courts, gyms); inside a class, shade,
+saturation, size, start position, speed, direction and background vary widely. The hues
+matter for evaluation: with random object colours, I3D features of 6 real test clips per
+class were nearest their own real training class for only 60-70% of classes, so per-class
+FVD could not show whether a generator follows its label.
+
+Clips are rendered slightly soft (a spatial Gaussian of 1/32 of the frame width). A
+CPU-tiny tokenizer cannot redraw 1-pixel edges in minutes, and I3D reads the lost edges of
+its reconstructions as a class of their own: on sharp clips the reconstructions of every
+class were nearest the same real class. Soft clips and tinted scenes keep the class evidence
+a short tokenizer run can reproduce (README, "The demo"; benchmarks/tokenizer_class_evidence.py).
 
 As in UCF-101, the clips of one group share a background (UCF-101's groups share actor and
 scene), and groups 1..g form the test split of fold 1 (g = 7 of UCF-101's 25 groups, scaled
@@ -183,16 +190,39 @@ CLASSES = (
 )
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A two-tone, weakly tinted linear gradient at a random angle, ``(H, W, 3)`` in [0, 1].
+SCENE_TINT = 0.25  # share of a background's brightness that takes the class's scene colour
 
-    Low saturation keeps the scene from competing with the object's class hue.
+
+def _background(rng: np.random.Generator, size: int, scene_hue: float) -> np.ndarray:
+    """A two-tone linear gradient at a random angle, tinted towards ``scene_hue``: ``(H, W, 3)`` in [0, 1].
+
+    The scene hue is the complement of the object's class hue, so the object stays visible.
     """
     c0, c1 = rng.uniform(0.1, 0.9, (2, 1)) + rng.uniform(-0.08, 0.08, (2, 3))
     a = rng.uniform(0, 2 * np.pi)
     g = np.linspace(-1, 1, size)
     ramp = (np.cos(a) * g[None, :] + np.sin(a) * g[:, None]) * 0.5 + 0.5  # (H, W)
-    return c0 + (c1 - c0) * ramp[..., None]
+    brightness = (c0 + (c1 - c0) * ramp[..., None]).mean(-1, keepdims=True)
+    tint = np.array(colorsys.hsv_to_rgb(scene_hue % 1.0, 1.0, 1.0))
+    colour = (1 - SCENE_TINT) + SCENE_TINT * 0.9 * tint / tint.mean()  # channel mean 0.975: a cast, not a dimming
+    return np.clip(brightness * colour, 0.0, 1.0)
+
+
+def _soften(video: np.ndarray, sigma: float) -> np.ndarray:
+    """Spatial Gaussian blur of square ``(T, S, S, C)`` frames (edge-replicating, radius 4 sigma).
+
+    The blur along each axis is one ``(S, S)`` matrix (clamped taps folded in), so a clip is
+    two batched matrix products rather than a loop over kernel taps.
+    """
+    size = video.shape[1]
+    taps = np.arange(-int(4 * sigma + 0.5), int(4 * sigma + 0.5) + 1)
+    kernel = np.exp(-0.5 * (taps / sigma) ** 2)
+    rows = np.repeat(np.arange(size), len(taps))
+    cols = np.clip(np.arange(size)[:, None] + taps[None, :], 0, size - 1).ravel()
+    blur = np.zeros((size, size))
+    np.add.at(blur, (rows, cols), np.tile(kernel / kernel.sum(), size))
+    frames = video.transpose(0, 3, 1, 2)  # (T, C, S, S): blur rows and columns as batched matmuls
+    return (blur @ frames @ blur.T).transpose(0, 2, 3, 1)
 
 
 def object_colours(hue: float, rng: np.random.Generator) -> np.ndarray:
@@ -221,7 +251,7 @@ def render_clip(cls: SynthClass, rng: np.random.Generator, background: np.ndarra
     col0, col1 = object_colours(hue, rng)
     tex = cls.texture(u, v)[..., None]
     obj = col0 + (col1 - col0) * tex  # (T, H, W, 3)
-    video = background[None] * (1 - alpha) + obj * alpha
+    video = _soften(background[None] * (1 - alpha) + obj * alpha, sigma=size / 32)
     return np.round(np.clip(video, 0.0, 1.0) * 255).astype(np.uint8)
 
 
@@ -260,7 +290,7 @@ def synthesize_dataset(
     bar = tqdm(total=classes * videos_per_class, desc="synthesising", unit="video", disable=not progress)
     for label, cls in enumerate(chosen):
         group_bgs = [
-            _background(np.random.default_rng([seed, label, g]), size) for g in range(1, groups + 1)
+            _background(np.random.default_rng([seed, label, g]), size, label / len(CLASSES) + 0.5) for g in range(1, groups + 1)
         ]
         clip_in_group: dict[int, int] = {}
         for i in range(videos_per_class):
