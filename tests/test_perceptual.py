@@ -35,7 +35,7 @@ def test_zero_for_identical_clips_and_grows_with_blur(perceptual, clip):
 
 def test_gradient_reaches_the_reconstruction_and_lowers_the_loss(perceptual, clip):
     recon = _blur(clip, 7).requires_grad_(True)
-    opt = torch.optim.Adam([recon], lr=0.01)
+    opt = torch.optim.Adam([recon], lr=0.003)  # lr 0.01 overshoots on the soft synthetic clips (loss 0.011 -> 0.020)
     first = None
     for _ in range(5):
         opt.zero_grad()
