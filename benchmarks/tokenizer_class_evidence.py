@@ -25,6 +25,7 @@ from navid.tokenizer.checkpoint import load_tokenizer
 from navid.tokenizer.losses import psnr
 from navid.utils.atomic import write_json_atomic, write_text_atomic
 from navid.utils.machine import machine_description
+from navid.utils.markdown import markdown_table
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -61,12 +62,10 @@ def main() -> None:
         "# Class evidence in tokenizer reconstructions (I3D per-class FVD, as `navid demo` scores samples)\n",
         f"Data: `{args.data}`; {args.per_class} reconstructed clips per class vs {args.per_class} other real training "
         f"clips per class. Machine: {result['machine']}\n",
-        "| tokenizer | PSNR (dB) | FVD vs real | own class nearest |",
-        "|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['name']} | {'-' if r['psnr'] is None else format(r['psnr'], '.2f')} | {r['fvd']:.1f} | {r['own_class_nearest']:.0%} |"
-        for r in rows
+        *markdown_table(["tokenizer", "PSNR (dB)", "FVD vs real", "own class nearest"], [
+            [r["name"], "-" if r["psnr"] is None else format(r["psnr"], ".2f"), f"{r['fvd']:.1f}", f"{r['own_class_nearest']:.0%}"]
+            for r in rows
+        ]),
     ]
     write_text_atomic(RESULTS / "tokenizer_class_evidence.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -18,6 +18,7 @@ from navid.config import load_config
 from navid.tokenizer import TokenizerTrainConfig, VideoTokenizer
 from navid.utils.atomic import write_json_atomic, write_text_atomic
 from navid.utils.machine import machine_description
+from navid.utils.markdown import markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,12 +60,10 @@ def main() -> None:
         f"Tokenizer encode/decode throughput on CPU ({machine['cpu']}, {machine['cores']} threads, torch {machine['torch']}); "
         f"batch {args.batch}, mean of {args.iters} runs after a warm-up.",
         "",
-        "| config | clip (T,H,W) | grid | params (M) | encode clips/s | decode clips/s |",
-        "|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['config']} | {tuple(r['clip'])} | {tuple(r['grid'])} | {r['params_m']} | {r['encode_clips_per_s']} | {r['decode_clips_per_s']} |"
-        for r in rows
+        *markdown_table(["config", "clip (T,H,W)", "grid", "params (M)", "encode clips/s", "decode clips/s"], [
+            [r["config"], tuple(r["clip"]), tuple(r["grid"]), r["params_m"], r["encode_clips_per_s"], r["decode_clips_per_s"]]
+            for r in rows
+        ]),
     ]
     write_text_atomic(out / "tokenizer_speed.md", "\n".join(lines) + "\n")
 

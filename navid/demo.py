@@ -23,6 +23,7 @@ import torch
 
 from navid import __version__
 from navid.utils.atomic import atomic_path, prepare_output_dir, write_json_atomic, write_text_atomic
+from navid.utils.markdown import markdown_table
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -246,12 +247,6 @@ def _throughput(plan: DemoPlan) -> dict:
     return {"machine": machine_description(), "rows": rows, "ratios": speedup_ratios(rows)}
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines
-
-
 def _write_report(out: Path, report: dict, stages: _Stages, started: float) -> None:
     report["stage_seconds"] = stages.seconds
     report["total_seconds"] = round(time.perf_counter() - started, 1)
@@ -269,7 +264,7 @@ def _write_report(out: Path, report: dict, stages: _Stages, started: float) -> N
         "",
         f"## Quality: {q['num_clips']} generated clips vs {q['num_clips']} real training clips (I3D FVD)",
         "",
-        *_markdown_table(["model", "FVD", "KVD"], [
+        *markdown_table(["model", "FVD", "KVD"], [
             ["NAR (tiny)", f"{q['nar']['fvd']:.1f}", f"{q['nar']['kvd']:.4f}"],
             ["decoded random tokens", f"{q['random_token_baseline']['fvd']:.1f}", f"{q['random_token_baseline']['kvd']:.4f}"],
             ["tokenizer reconstructions of other real clips (ceiling)", f"{recon['fvd']:.1f}", f"{recon['kvd']:.4f}"],
@@ -282,18 +277,18 @@ def _write_report(out: Path, report: dict, stages: _Stages, started: float) -> N
         "",
         "Per-class FVD (rows: generated class, columns: real class):",
         "",
-        *_markdown_table(["gen \\ real", *per_class["class_names"]], [
+        *markdown_table(["gen \\ real", *per_class["class_names"]], [
             [name, *("-" if v is None else f"{v:.0f}" for v in row)] for name, row in zip(per_class["class_names"], per_class["matrix"])
         ]),
         "",
         "## Decoding throughput (tiny trunk, random weights, this machine)",
         "",
-        *_markdown_table(["grid", "batch", "schedule", "steps", "s/batch", "videos/s", "forward share"], [
+        *markdown_table(["grid", "batch", "schedule", "steps", "s/batch", "videos/s", "forward share"], [
             [r["grid"], r["batch"], r["schedule"], r["steps"], f"{r['seconds']:.3f}", f"{r['videos_per_s']:.2f}", f"{r['forward_share']:.0%}"]
             for r in report["throughput"]["rows"]
         ]),
         "",
-        *_markdown_table(["grid", "batch", "NAR / PAR-4x videos/s", "NAR / raster videos/s"], [
+        *markdown_table(["grid", "batch", "NAR / PAR-4x videos/s", "NAR / raster videos/s"], [
             [q["grid"], q["batch"], f"{q['nar_over_par4']:.2f}x", f"{q['nar_over_raster']:.2f}x"] for q in report["throughput"]["ratios"]
         ]),
         "",
