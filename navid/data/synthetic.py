@@ -28,6 +28,7 @@ from __future__ import annotations
 import colorsys
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -208,19 +209,24 @@ def _background(rng: np.random.Generator, size: int, scene_hue: float) -> np.nda
     return np.clip(brightness * colour, 0.0, 1.0)
 
 
-def _soften(video: np.ndarray, sigma: float) -> np.ndarray:
-    """Spatial Gaussian blur of square ``(T, S, S, C)`` frames (edge-replicating, radius 4 sigma).
-
-    The blur along each axis is one ``(S, S)`` matrix (clamped taps folded in), so a clip is
-    two batched matrix products rather than a loop over kernel taps.
-    """
-    size = video.shape[1]
+@lru_cache(maxsize=None)
+def _blur_matrix(size: int, sigma: float) -> np.ndarray:
+    """``(S, S)`` matrix of a 1-D Gaussian blur (edge-replicating, radius 4 sigma): clamped taps folded in."""
     taps = np.arange(-int(4 * sigma + 0.5), int(4 * sigma + 0.5) + 1)
     kernel = np.exp(-0.5 * (taps / sigma) ** 2)
     rows = np.repeat(np.arange(size), len(taps))
     cols = np.clip(np.arange(size)[:, None] + taps[None, :], 0, size - 1).ravel()
     blur = np.zeros((size, size))
     np.add.at(blur, (rows, cols), np.tile(kernel / kernel.sum(), size))
+    return blur
+
+
+def _soften(video: np.ndarray, sigma: float) -> np.ndarray:
+    """Spatial Gaussian blur of square ``(T, S, S, C)`` frames: two batched matrix products, no loop over taps.
+
+    The blur matrix is built once per (size, sigma) and shared by every clip of a dataset.
+    """
+    blur = _blur_matrix(video.shape[1], sigma)
     frames = video.transpose(0, 3, 1, 2)  # (T, C, S, S): blur rows and columns as batched matmuls
     return (blur @ frames @ blur.T).transpose(0, 2, 3, 1)
 
