@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from navid.data.synthetic import CLASSES, _soften, num_test_groups, object_colours, synthesize_dataset
+from navid.data.synthetic import CLASSES, SCENE_HUE_STEPS, _soften, class_hues, num_test_groups, object_colours, synthesize_dataset
 from navid.data.ucf101 import load_index
 from navid.data.video_io import find_videos, probe_video, read_video
 
@@ -58,18 +58,33 @@ def test_each_class_has_its_own_object_hue(synth_root):
         hsv = np.array([colorsys.rgb_to_hsv(*px) for px in clip[clip.max(1) - clip.min(1) > 0.4]])
         vivid = hsv[(hsv[:, 1] > 0.5) & (hsv[:, 2] > 0.5)]
         assert len(vivid) > 1000
-        offset = (vivid[:, 0] - label / len(CLASSES) + 0.5) % 1.0 - 0.5  # signed hue difference
+        offset = (vivid[:, 0] - class_hues(label)[0] + 0.5) % 1.0 - 0.5  # signed hue difference
         assert np.median(np.abs(offset)) < 0.03
 
 
-def test_each_class_scene_takes_the_complementary_hue(synth_root):
-    """The frame corners (scene, rarely the object) of every clip of a class lean to hue ``label / 10 + 0.5``."""
+def test_each_class_scene_takes_its_scene_hue(synth_root):
+    """The frame corners (scene, rarely the object) of every clip of a class lean to the class's scene hue."""
     for label, cls in enumerate(CLASSES[:4]):
+        scene_hue = class_hues(label)[1]
         for path in sorted((synth_root / cls.name).iterdir()):
             corners = read_video(path)[:, [0, 0, -1, -1], [0, -1, 0, -1]].reshape(-1, 3).mean(0) / 255.0
             hue = colorsys.rgb_to_hsv(*corners)[0]
-            offset = (hue - label / len(CLASSES) - 0.5 + 0.5) % 1.0 - 0.5
+            offset = (hue - scene_hue + 0.5) % 1.0 - 0.5
             assert abs(offset) < 0.05, (path.name, hue)
+
+
+def test_classes_with_neighbouring_object_hues_get_distant_scenes():
+    """Any two classes differ by >= 144 degrees of object plus scene hue; scenes stay >= 108 degrees off their object."""
+    def circle(a, b):
+        d = abs(a - b) % 1.0
+        return min(d, 1.0 - d)
+
+    hues = [class_hues(label) for label in range(len(CLASSES))]
+    assert sorted(SCENE_HUE_STEPS) == list(range(len(CLASSES)))
+    for i, (obj_i, scene_i) in enumerate(hues):
+        assert circle(obj_i, scene_i) >= 0.3 - 1e-9
+        for obj_j, scene_j in hues[i + 1:]:
+            assert circle(obj_i, obj_j) + circle(scene_i, scene_j) >= 0.4 - 1e-9
 
 
 def test_soften_is_a_normalised_gaussian_blur():

@@ -1,12 +1,19 @@
 """The embedded default dataset: procedural class-conditional videos in the UCF-101 layout.
 
-Each class is one (shape, texture, motion) triple with its own object hue and a scene
-tinted with the complementary hue, so classes differ in appearance and movement as UCF-101's
-do (where a class's scenes share a look: pools, courts, gyms); inside a class, shade,
-saturation, size, start position, speed, direction and background vary widely. The hues
-matter for evaluation: with random object colours, I3D features of 6 real test clips per
-class were nearest their own real training class for only 60-70% of classes, so per-class
-FVD could not show whether a generator follows its label.
+Each class is one (shape, texture, motion) triple with its own object hue and its own scene
+tint, so classes differ in appearance and movement as UCF-101's do (where a class's scenes
+share a look: pools, courts, gyms); inside a class, shade, saturation, size, start position,
+speed, direction and background vary widely. The hues matter for evaluation: with random
+object colours, I3D features of 6 real test clips per class were nearest their own real
+training class for only 60-70% of classes, so per-class FVD could not show whether a
+generator follows its label.
+
+Object hues step round the colour circle (class i at i/10), so classes i and i+1 differ by
+only 36 degrees; the scene hues (``SCENE_HUE_STEPS``) are a permutation chosen so that any two
+classes differ by at least 4 steps (144 degrees) of object and scene hue together, and each
+scene is at least 108 degrees from its own object. With scenes at the object's complement
+instead, every class that a short tokenizer run's reconstructions confused was confused
+with an object-hue neighbour (docs/data.md).
 
 Clips are rendered slightly soft (a spatial Gaussian of 1/32 of the frame width). A
 CPU-tiny tokenizer cannot redraw 1-pixel edges in minutes, and I3D reads the lost edges of
@@ -192,12 +199,21 @@ CLASSES = (
 
 
 SCENE_TINT = 0.25  # share of a background's brightness that takes the class's scene colour
+# Scene hue of class i, in tenths of the circle: the permutation of 0..9 that maximises the
+# smallest object-plus-scene hue distance over class pairs (4 steps; neighbours' scenes >= 3
+# steps apart), with every scene >= 3 steps from its object (found by exhaustive search).
+SCENE_HUE_STEPS = (3, 8, 5, 0, 7, 2, 9, 4, 1, 6)
+
+
+def class_hues(label: int) -> tuple[float, float]:
+    """(object hue, scene hue) of class ``label``, in [0, 1)."""
+    return label / len(CLASSES), SCENE_HUE_STEPS[label] / len(SCENE_HUE_STEPS)
 
 
 def _background(rng: np.random.Generator, size: int, scene_hue: float) -> np.ndarray:
     """A two-tone linear gradient at a random angle, tinted towards ``scene_hue``: ``(H, W, 3)`` in [0, 1].
 
-    The scene hue is the complement of the object's class hue, so the object stays visible.
+    The scene hue is at least 108 degrees from the class's object hue, so the object stays visible.
     """
     c0, c1 = rng.uniform(0.1, 0.9, (2, 1)) + rng.uniform(-0.08, 0.08, (2, 3))
     a = rng.uniform(0, 2 * np.pi)
@@ -295,16 +311,15 @@ def synthesize_dataset(
     train_lines, test_lines = [], []
     bar = tqdm(total=classes * videos_per_class, desc="synthesising", unit="video", disable=not progress)
     for label, cls in enumerate(chosen):
-        group_bgs = [
-            _background(np.random.default_rng([seed, label, g]), size, label / len(CLASSES) + 0.5) for g in range(1, groups + 1)
-        ]
+        object_hue, scene_hue = class_hues(label)
+        group_bgs = [_background(np.random.default_rng([seed, label, g]), size, scene_hue) for g in range(1, groups + 1)]
         clip_in_group: dict[int, int] = {}
         for i in range(videos_per_class):
             g = i * groups // videos_per_class + 1
             c = clip_in_group[g] = clip_in_group.get(g, 0) + 1
             rel = f"{cls.name}/v_{cls.name}_g{g:02d}_c{c:02d}.avi"
             rng = np.random.default_rng([seed, label, g, c, 1])
-            write_video(out / rel, render_clip(cls, rng, group_bgs[g - 1], frames, hue=label / len(CLASSES)), fps=fps)
+            write_video(out / rel, render_clip(cls, rng, group_bgs[g - 1], frames, hue=object_hue), fps=fps)
             (test_lines if g <= n_test else train_lines).append((rel, label))
             bar.update()
     bar.close()
