@@ -64,6 +64,14 @@ def test_reconstruct_and_tokenize(trained, synth_root, tmp_path):
     from navid.commands.tokenizer import _clip_at
 
     assert torch.equal(tok.encode(_clip_at(ds, 0, 0)[None])[0], tokens)
+    # --hflip adds every clip's mirror image: each batch of 8 clips is followed by its 8 mirrors
+    flipped = tmp_path / "flipped"
+    assert main(["tokenize", *common, "--split", "train", "--out", str(flipped), "--hflip"]) == 0
+    mirrored = TokenCache(flipped)
+    assert len(mirrored) == 2 * 12 and json.loads((flipped / "meta.json").read_text())["source"]["hflip"] is True
+    centre = _clip_at(ds, 0, max(ds.frame_counts[0] - ds.span, 0) // 2)
+    assert torch.equal(tok.encode(centre[None])[0], mirrored[0][0])
+    assert torch.equal(tok.encode(centre.flip(-1)[None])[0], mirrored[8][0]) and mirrored[8][1] == mirrored[0][1]
     with torch.no_grad():
         tok.decoder.body[-1].bias.add_(1e-3)
     with pytest.raises(TokenCacheError, match="different|made by tokenizer"):

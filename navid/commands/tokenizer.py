@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_data_arguments(tok, default_split="train")
     tok.add_argument("--out", required=True, help="token cache folder")
     tok.add_argument("--clips-per-video", type=int, default=1, help="K evenly spaced clips per video")
+    tok.add_argument("--hflip", action="store_true", help="also cache every clip mirrored left-right (2x the grids)")
     tok.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     tok.set_defaults(func=run_tokenize)
 
@@ -180,12 +181,15 @@ def run_tokenize(args: argparse.Namespace) -> int:
     for lo in tqdm(range(0, len(items), args.batch_size), desc="tokenizing", unit="batch"):
         batch = items[lo : lo + args.batch_size]
         video = torch.stack([_clip_at(ds, i, s) for i, s in batch]).to(args.device)
+        batch_labels = [ds.labels[i] for i, _ in batch]
+        if args.hflip:  # a mirrored clip is another clip of the same class (the tokenizer trains on flips too)
+            video, batch_labels = torch.cat([video, video.flip(-1)]), batch_labels * 2
         tokens.append(tokenizer.encode(video).cpu().numpy())
-        labels += [ds.labels[i] for i, _ in batch]
+        labels += batch_labels
     write_token_cache(
         out, np.concatenate(tokens), np.asarray(labels, dtype=np.int64), vocab_size=tokenizer.vocab_size,
         class_names=ds.class_names, tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
-        source={"data": str(args.data), "split": args.split, "fold": args.fold, "clips_per_video": k,
+        source={"data": str(args.data), "split": args.split, "fold": args.fold, "clips_per_video": k, "hflip": args.hflip,
                 "num_frames": args.num_frames, "resolution": ds.resolution, "tokenizer": str(args.tokenizer)},
     )
     print(f"wrote {len(labels)} token grids {tuple(tokens[0].shape[1:])} to {out}")
