@@ -17,13 +17,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from navid.data.ucf101 import UCF101Clips
-from navid.generation.checkpoint import load_generator
-from navid.generation.evaluation import balanced_real_clips, generate_batches, i3d_features, per_class_fvd, reference_features, score_features
+from navid.demo import quality_features
+from navid.generation.evaluation import own_class_share, per_class_fvd, score_features
 from navid.generation.sampler import SamplingConfig
-from navid.tokenizer.checkpoint import load_tokenizer
 from navid.utils.atomic import write_json_atomic, write_text_atomic
 from navid.utils.machine import machine_description
 from navid.utils.markdown import markdown_table
@@ -42,8 +39,7 @@ def draw_shares(gen, gen_labels, real, real_labels, per_draw: int, draws: int, s
     shares = []
     for _ in range(draws):
         g, r = pick(gen_labels), pick(real_labels)
-        matrix = per_class_fvd(gen[g], gen_labels[g], real[r], real_labels[r], classes)
-        shares.append(float(np.mean(matrix.argmin(axis=1) == np.arange(classes))))
+        shares.append(own_class_share(per_class_fvd(gen[g], gen_labels[g], real[r], real_labels[r], classes)))
     return np.asarray(shares)
 
 
@@ -58,27 +54,13 @@ def main() -> None:
     sampling = SamplingConfig(**report["settings"]["sampling"])
     per_draw = report["settings"]["fvd_clips_per_class"]
 
-    model, schedule, _ = load_generator(out / "checkpoints" / "generator.ckpt", map_location="cpu")
-    tokenizer = load_tokenizer(out / "checkpoints" / "tokenizer.ckpt", map_location="cpu")
-    real = UCF101Clips(out / "data", "train", num_frames=16, resolution=64)
-    features, _ = i3d_features(torch.device("cpu"))
-    real_idx = balanced_real_clips(real.labels, args.per_class, sampling.seed)
-    real_labels = np.asarray(real.labels)[real_idx]
-    real_feats = reference_features(real, real_idx, features, batch_size=8)
-    recon_idx = balanced_real_clips(real.labels, args.per_class, sampling.seed + 1)
-    sets = {
-        "NAR samples": (
-            np.concatenate([features(b.video) for b in generate_batches(model, schedule, tokenizer, torch.as_tensor(real_labels), sampling, batch_size=16)]),
-            real_labels,
-        ),
-        "tokenizer reconstructions of other real clips": (
-            reference_features(real, recon_idx, lambda video: features(tokenizer.decode(tokenizer.encode(video))), batch_size=16),
-            np.asarray(real.labels)[recon_idx],
-        ),
-    }
+    computed = quality_features(out, args.per_class, sampling, random_baseline=False)
+    sets, class_names = computed["sets"], computed["class_names"]
+    real_feats, real_labels = sets["real"]
+    named = {"NAR samples": sets["nar"], "tokenizer reconstructions of other real clips": sets["reconstructions"]}
     rows = []
-    for name, (feats, labels) in sets.items():
-        full = score_features(feats, labels, real_feats, real_labels, list(real.class_names))
+    for name, (feats, labels) in named.items():
+        full = score_features(feats, labels, real_feats, real_labels, class_names)
         shares = draw_shares(feats, labels, real_feats, real_labels, per_draw, args.draws, seed=0)
         rows.append({
             "clips": name,

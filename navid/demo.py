@@ -202,43 +202,58 @@ def run_demo(
     return report
 
 
-def _quality(out: Path, plan: DemoPlan, sampling) -> dict:
-    """FVD/KVD of NAR samples, of decoded uniform random tokens and of tokenizer reconstructions against the same real clips."""
+def quality_features(out: Path, per_class: int, sampling, random_baseline: bool = True) -> dict:
+    """I3D features of a finished demo's clips, ``(features, labels)`` per set, plus class names and provenance.
+
+    Sets: ``real`` (``per_class`` training clips per class), ``nar`` (one sample per real clip,
+    with its label), ``reconstructions`` (the tokenizer's reconstructions of other real clips:
+    what a generator that sampled real token grids perfectly would score, i.e. the ceiling the
+    tokenizer puts on the NAR numbers) and, with ``random_baseline``, ``random_tokens`` (decoded
+    uniform random token grids, for scale).
+    """
     from navid.data.ucf101 import UCF101Clips
     from navid.generation.checkpoint import load_generator
-    from navid.generation.evaluation import balanced_real_clips, generate_batches, i3d_features, reference_features, score_features
+    from navid.generation.evaluation import balanced_real_clips, generate_batches, i3d_features, reference_features
     from navid.tokenizer.checkpoint import load_tokenizer
 
     device = torch.device("cpu")
-    model, schedule, meta = load_generator(out / "checkpoints" / "generator.ckpt", map_location=device)
+    model, schedule, _ = load_generator(out / "checkpoints" / "generator.ckpt", map_location=device)
     tokenizer = load_tokenizer(out / "checkpoints" / "tokenizer.ckpt", map_location=device)
     real = UCF101Clips(out / "data", "train", num_frames=16, resolution=64)
+    all_labels = np.asarray(real.labels)
     features, provenance = i3d_features(device)
-    real_idx = balanced_real_clips(real.labels, plan.fvd_clips_per_class, sampling.seed)
-    real_feats = reference_features(real, real_idx, features, batch_size=8)
-    labels = torch.as_tensor(np.asarray(real.labels)[real_idx])  # generated clip i takes real clip i's label
+    real_idx = balanced_real_clips(real.labels, per_class, sampling.seed)
+    labels = torch.as_tensor(all_labels[real_idx])  # generated clip i takes real clip i's label
+    recon_idx = balanced_real_clips(real.labels, per_class, sampling.seed + 1)
+    sets = {
+        "real": (reference_features(real, real_idx, features, batch_size=8), labels.numpy()),
+        "nar": (np.concatenate([features(b.video) for b in generate_batches(model, schedule, tokenizer, labels, sampling, batch_size=16)]), labels.numpy()),
+        "reconstructions": (
+            reference_features(real, recon_idx, lambda video: features(tokenizer.decode(tokenizer.encode(video))), batch_size=16),
+            all_labels[recon_idx],
+        ),
+    }
+    if random_baseline:
+        rng = torch.Generator().manual_seed(sampling.seed)
+        random_tokens = torch.randint(tokenizer.vocab_size, (len(labels), *schedule.grid), generator=rng)
+        sets["random_tokens"] = (np.concatenate([features(tokenizer.decode(chunk)) for chunk in random_tokens.split(16)]), labels.numpy())
+    return {"sets": sets, "class_names": list(real.class_names), "provenance": provenance}
 
-    nar_feats = np.concatenate([features(b.video) for b in generate_batches(model, schedule, tokenizer, labels, sampling, batch_size=16)])
-    rng = torch.Generator().manual_seed(sampling.seed)
-    random_tokens = torch.randint(tokenizer.vocab_size, (len(labels), *schedule.grid), generator=rng)
-    base_feats = np.concatenate([features(tokenizer.decode(chunk)) for chunk in random_tokens.split(16)])
-    # The tokenizer's reconstructions of other real clips: what a generator that sampled real
-    # token grids perfectly would score, i.e. the ceiling the tokenizer puts on both numbers.
-    recon_idx = balanced_real_clips(real.labels, plan.fvd_clips_per_class, sampling.seed + 1)
-    recon_feats = reference_features(real, recon_idx, lambda video: features(tokenizer.decode(tokenizer.encode(video))), batch_size=16)
 
-    class_names = list(real.class_names)
-    real_labels = labels.numpy()
-    nar = score_features(nar_feats, real_labels, real_feats, real_labels, class_names)
-    baseline = score_features(base_feats, real_labels, real_feats, real_labels, class_names)
-    recon = score_features(recon_feats, np.asarray(real.labels)[recon_idx], real_feats, real_labels, class_names)
+def _quality(out: Path, plan: DemoPlan, sampling) -> dict:
+    """FVD/KVD of NAR samples, of decoded uniform random tokens and of tokenizer reconstructions against the same real clips."""
+    from navid.generation.evaluation import score_features
+
+    computed = quality_features(out, plan.fvd_clips_per_class, sampling)
+    sets, class_names = computed["sets"], computed["class_names"]
+    nar, baseline, recon = (score_features(*sets[name], *sets["real"], class_names) for name in ("nar", "random_tokens", "reconstructions"))
     return {
-        "num_clips": int(len(labels)),
+        "num_clips": int(len(sets["real"][1])),
         "nar": nar,
         "random_token_baseline": {k: baseline[k] for k in ("fvd", "kvd")},
         "tokenizer_reconstructions": {"fvd": recon["fvd"], "kvd": recon["kvd"], "own_class_nearest": recon["per_class_fvd"]["own_class_nearest"]},
         "fvd_ratio_nar_over_baseline": nar["fvd"] / baseline["fvd"],
-        "provenance": provenance,
+        "provenance": computed["provenance"],
     }
 
 

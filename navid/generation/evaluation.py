@@ -242,16 +242,19 @@ def score_features(gen_feats: np.ndarray, gen_labels: np.ndarray, real_feats: np
     """FVD and KVD of generated vs real features, and the per-class FVD matrix (generated i vs real j)."""
     from navid.metrics.fvd import fvd_from_features, kvd_from_features
 
-    num_classes = len(class_names)
-    matrix = per_class_fvd(gen_feats, gen_labels, real_feats, real_labels, num_classes)
-    rated = [i for i in range(num_classes) if np.isfinite(matrix[i]).any()]
+    matrix = per_class_fvd(gen_feats, gen_labels, real_feats, real_labels, len(class_names))
     return {
         "fvd": fvd_from_features(gen_feats, real_feats),
         "kvd": kvd_from_features(gen_feats, real_feats),
         "per_class_fvd": {
             "class_names": list(class_names),
             "matrix": [[None if np.isnan(v) else float(v) for v in row] for row in matrix],
-            # Share of generated classes whose nearest real class (lowest FVD) is their own.
-            "own_class_nearest": float(np.mean([np.nanargmin(matrix[i]) == i for i in rated])) if rated else None,
+            "own_class_nearest": own_class_share(matrix),
         },
     }
+
+
+def own_class_share(matrix: np.ndarray) -> Optional[float]:
+    """Share of generated classes (rows with any finite FVD) whose nearest real class (lowest FVD) is their own."""
+    rated = [i for i in range(len(matrix)) if np.isfinite(matrix[i]).any()]
+    return float(np.mean([np.nanargmin(matrix[i]) == i for i in rated])) if rated else None
