@@ -1,10 +1,11 @@
 """One KV-cache sampler for every schedule (NAR wavefront, PAR-n x groups, raster tokens).
 
-Loop over blocks (the only Python loop): feed block b through the cached model, get the
-averaged head logits of the targets block b completes (precomputed index tensors), apply
-classifier-free guidance / temperature / top-k / top-p, sample with a seeded generator and
-scatter the sampled tokens into the flat grid that later blocks read from. No host syncs inside
-the loop; tokens stay on the device.
+Loop over blocks (the only Python loop): feed block b through the cached model (one static-shape
+step, optionally compiled), get the averaged head logits of the targets block b completes
+(precomputed index tensors), apply classifier-free guidance / temperature / top-k / top-p in fp32,
+sample with a seeded generator and scatter the sampled tokens into the flat grid that later blocks
+read from. No host syncs inside the loop; tokens stay on the device. Padded targets are dropped
+before sampling, so the random stream (and the tokens for a seed) do not depend on the layout.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Optional, Tuple
 import torch
 from tqdm.auto import tqdm
 
+from navid.generation.decode_plan import DecodePlan
 from navid.generation.schedule import Schedule
 from navid.generation.transformer import Transformer
 
@@ -28,7 +30,8 @@ class SamplingConfig:
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
     seed: int = 0
-    compile: bool = False  # torch.compile the block step (opt-in)
+    compile: bool = False  # torch.compile the cached step (CUDA: CUDA graphs); see compile_step
+    padding: str = "auto"  # step layout (navid.generation.decode_plan): "padded", "exact", "auto" = padded on CUDA
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
@@ -36,10 +39,17 @@ class SamplingConfig:
                 f"bad sampling settings: need temperature >= 0 (got {self.temperature}), top_k >= 0 (got {self.top_k}), "
                 f"0 < top_p <= 1 (got {self.top_p})"
             )
+        if self.padding not in ("auto", "padded", "exact"):
+            raise ValueError(f"padding must be 'auto', 'padded' or 'exact', got {self.padding!r}")
         if self.cfg_interval is not None:
             lo, hi = self.cfg_interval
             if not 0 <= lo <= hi <= 1:
                 raise ValueError(f"cfg_interval must satisfy 0 <= lo <= hi <= 1, got {self.cfg_interval}")
+
+    def padded_blocks(self, device: torch.device) -> bool:
+        """Padded steps where a padded row costs what a real one costs (a GPU, where CUDA graphs want few shapes);
+        exact steps where the device is arithmetic-bound (a CPU)."""
+        return self.padding == "padded" or (self.padding == "auto" and device.type == "cuda")
 
 
 @dataclass
@@ -48,6 +58,7 @@ class SampleResult:
     steps: int  # forward steps (= schedule blocks)
     seconds: float  # wall time of the whole sampling loop (device synchronised)
     forward_seconds: float  # part of it spent inside model forwards (only measured with profile=True)
+    compile_seconds: float = 0.0  # compile=True: compiling / graph recording before the loop (not in ``seconds``)
 
 
 def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -90,6 +101,46 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def enable_tf32() -> None:
+    """Let fp32 matmuls and convolutions use TF32 tensor cores on CUDA (no effect on CPU)."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def compile_step(model: Transformer, device: torch.device, padded: bool):
+    """``torch.compile`` of the cached step: CUDA graphs on CUDA (``reduce-overhead``), inductor's default on CPU.
+
+    The exact (unpadded) layout has one shape per block, so its sizes are compiled as dynamic:
+    one graph serves every block instead of one compilation per block size.
+    """
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    return torch.compile(model.decode_step, mode=mode, dynamic=None if padded else True)
+
+
+def _warm_up(step_fn, plan: DecodePlan, tokens: torch.Tensor, rows: torch.Tensor, device: torch.device) -> float:
+    """Run every distinct step shape (compiling it, recording its CUDA graph); return the seconds taken.
+
+    The cache garbage this leaves is harmless: every block writes all slots before its end before
+    it attends to them.
+    """
+    first = {}
+    for b, shape in enumerate(plan.shapes()):
+        first.setdefault(shape, b)
+    calls = 3 if device.type == "cuda" else 1  # CUDA graph trees warm up, then record, then replay
+    _sync(device)
+    t0 = time.perf_counter()
+    for b in first.values():
+        for _ in range(calls):
+            if device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()
+            step_fn(tokens, rows, plan.blocks[b])
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 @torch.no_grad()
 def sample(
     model: Transformer,
@@ -104,6 +155,7 @@ def sample(
 
     ``generator`` defaults to one seeded with ``sampling.seed`` on the labels' device.
     ``profile=True`` synchronises around each model call to measure ``forward_seconds``.
+    The model runs in its own dtype (weights and KV cache); guidance, filtering and sampling run in fp32.
     """
     device = labels.device
     if generator is None:
@@ -111,11 +163,16 @@ def sample(
     B, N, S = labels.shape[0], schedule.num_positions, schedule.num_steps
     guided = sampling.cfg_scale != 1.0
     rows = torch.cat([labels, torch.full_like(labels, model.cfg.num_classes)]) if guided else labels  # (B or 2B,)
-    model.setup_cache(rows.shape[0], schedule, device)
-    step_fn = torch.compile(model.block_forward, dynamic=True) if sampling.compile else model.block_forward
-    targets = [t.to(device) for t in schedule.step_targets]
+    padded = sampling.padded_blocks(device)
+    plan = model.setup_cache(rows.shape[0], schedule, padded)
+    counts = plan.num_targets
     lo, hi = sampling.cfg_interval or (0.0, 1.0)
     tokens = torch.zeros(rows.shape[0], N, dtype=torch.long, device=device)  # (B', N) flat grid
+    step_fn, compile_s = model.decode_step, 0.0
+    if sampling.compile:
+        step_fn = compile_step(model, device, padded)
+        compile_s = _warm_up(step_fn, plan, tokens, rows, device)
+    graphed = sampling.compile and device.type == "cuda"
     forward_s = 0.0
     _sync(device)
     t0 = time.perf_counter()
@@ -123,7 +180,9 @@ def sample(
         if profile:
             _sync(device)
             f0 = time.perf_counter()
-        logits = step_fn(tokens, rows, b)  # (B', Nb, V)
+        if graphed:
+            torch.compiler.cudagraph_mark_step_begin()
+        logits = step_fn(tokens, rows, plan.blocks[b])[:, : counts[b]].float()  # (B', Nb, V), padding dropped
         if profile:
             _sync(device)
             forward_s += time.perf_counter() - f0
@@ -132,8 +191,8 @@ def sample(
             scale = sampling.cfg_scale if lo <= b / S < hi else 1.0
             logits = cfg_combine(cond, uncond, scale)
         new = sample_logits(logits, sampling, generator)  # (B, Nb)
-        tokens[:, targets[b]] = new.repeat(2, 1) if guided else new
+        tokens[:, plan.target_pos[b]] = new.repeat(2, 1) if guided else new
     _sync(device)
     seconds = time.perf_counter() - t0
     model.release_cache()
-    return SampleResult(tokens[:B].view(B, *schedule.grid), S, seconds, forward_s)
+    return SampleResult(tokens[:B].view(B, *schedule.grid), S, seconds, forward_s, compile_s)

@@ -3,20 +3,22 @@
 - RMSNorm, SwiGLU, ``F.scaled_dot_product_attention``; no biases.
 - Positions: 3D RoPE from each slot's (t, h, w) coordinate (head dim split into t/h/w parts),
   never from the slot's index, so one model serves any order. Class and special slots carry no
-  position (coordinate 0 = identity rotation); they are told apart by their embeddings.
+  position (coordinate 0 = identity rotation); they are told apart by their embeddings. The
+  rotation is real-valued (cos/sin tables built once as non-persistent buffers, gathered per
+  slot), so it compiles and lives on the model's device.
 - Inputs: token embedding, class embedding with a null class (index ``num_classes``) for
   classifier-free guidance, learnable special embeddings (PAR transition slots M1..M(n-1)).
-- Heads: NAR follows the reference design (DESIGN.md §1): the column head reads the trunk output,
-  the time head one extra block deeper, the row head a second extra block deeper; each head is
-  RMSNorm + a zero-initialised linear to the vocabulary (the K linears are
-  stored as one (V, K*D) matrix so the mean of their logits is a single GEMM). PAR and raster: one head on the trunk.
-  The extra blocks are ordinary blocks with their own KV cache, so the sampler treats them like
-  trunk layers and only the taps differ.
+- Heads: NAR follows the reference design (DESIGN.md §1, NAR-videos ``models/larp_ar.py``): the
+  column head reads the trunk output, the row head one extra block deeper, the time head a second
+  extra block deeper (:func:`head_taps`); each head is RMSNorm + a zero-initialised linear to the
+  vocabulary (the K linears are stored as one (V, K*D) matrix so the mean of their logits is a
+  single GEMM). PAR and raster: one head on the trunk. The extra blocks are ordinary blocks with
+  their own KV cache, so the sampler treats them like trunk layers and only the taps differ.
 
 Two modes, two methods: ``target_logits`` (training path: one forward over all slots with the
-schedule's block-causal mask) and ``setup_cache`` / ``prefill`` / ``decode_step`` (inference with a
-static, preallocated KV cache; block b's queries see exactly the slots < end of block b, so the
-cache path needs no mask).
+schedule's block-causal mask) and ``setup_cache`` / ``decode_step`` (inference with a static,
+preallocated KV cache written at slot indices held in tensors; every step's shapes come from a
+:class:`~navid.generation.decode_plan.DecodeBlock`, so the step compiles and captures in CUDA graphs).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from navid.generation.decode_plan import DecodeBlock, DecodePlan, build_decode_plan
 from navid.generation.schedule import Schedule, num_output_heads, num_special_slots
 
 TRANSFORMER_SIZES: Dict[str, dict] = {
@@ -36,6 +39,7 @@ TRANSFORMER_SIZES: Dict[str, dict] = {
     "B": dict(dim=768, depth=12, num_heads=12),
     "L": dict(dim=1024, depth=24, num_heads=16),  # NAR-L: ~369M parameters with vocab 8192
 }
+ROPE_MAX_COORD = 256  # the RoPE tables cover t, h, w coordinates 0 .. ROPE_MAX_COORD-1
 
 
 @dataclass
@@ -94,47 +98,59 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
-def rope_3d(coords: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
-    """(L, 3) int coordinates -> (L, head_dim/2) complex128 rotations; pairs split over t/h/w (t gets the rest)."""
+def rope_frequencies(head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """3D RoPE layout: ``(axis, freq)``, each (head_dim/2,): rotation pair j turns by ``coord[axis[j]] * freq[j]``.
+
+    The pairs are split over t/h/w (t gets the remainder); each axis has its own geometric ladder
+    of frequencies, as in 1D RoPE.
+    """
     pairs = head_dim // 2
     per_axis = [pairs - 2 * (pairs // 3), pairs // 3, pairs // 3]
-    angles = []
-    for axis, n in enumerate(per_axis):
-        freqs = theta ** (-torch.arange(n, dtype=torch.float64, device=coords.device) / n)  # (n,)
-        angles.append(coords[:, axis, None].double() * freqs)  # (L, n)
-    angle = torch.cat(angles, dim=1)  # (L, pairs)
-    return torch.polar(torch.ones_like(angle), angle)
+    axis = torch.tensor([a for a, n in enumerate(per_axis) for _ in range(n)])  # (pairs,)
+    freqs = torch.cat([theta ** (-torch.arange(n, dtype=torch.float64) / n) for n in per_axis])  # (pairs,)
+    return axis, freqs
 
 
-def rope_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Rotations run in float64 for float64 models and in float32 otherwise (also under bf16/fp16)."""
-    return torch.complex128 if dtype == torch.float64 else torch.complex64
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (..., S, hd); cos, sin (S, hd) from :meth:`Transformer.rope` -> x with each (even, odd) channel pair rotated.
+
+    (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin) = x * cos + swap(x) * sin with the sign folded into ``sin``.
+    """
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (..., S, hd): (x1, x0) per pair
+    return torch.addcmul(x * cos, swapped, sin)
 
 
-def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    """x (..., S, hd) real, rope (S, hd/2) complex (see :func:`rope_dtype`) -> rotated x (..., S, hd) in x's dtype."""
-    xc = torch.view_as_complex(x.to(torch.float64 if rope.dtype == torch.complex128 else torch.float32).unflatten(-1, (-1, 2)))
-    return torch.view_as_real(xc * rope).flatten(-2).to(x.dtype)
+class KVCache(nn.Module):
+    """Static k/v buffers (B, heads, cache_len, hd) of one layer, written at the slots held in a tensor.
 
-
-class KVCache:
-    """Static k/v buffers (B, heads, L, hd) of one layer, written at slot ranges.
-
-    A plain object, not a module: it is no part of the model's state, so EMA copies, ``state_dict``
-    and ``deepcopy`` never see it; ``Transformer.setup_cache`` allocates one per layer per run.
+    Non-persistent buffers: they move with the model and are static inputs to CUDA graphs, but are
+    no part of ``state_dict``; ``Transformer.setup_cache`` attaches one per layer, ``release_cache``
+    drops them.
     """
 
     def __init__(self, batch: int, heads: int, length: int, head_dim: int, device, dtype):
+        super().__init__()
         shape = (batch, heads, length, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
 
-    def update(self, start: int, k: torch.Tensor, v: torch.Tensor):
-        """Write k, v (B, h, S, hd) at slots [start, start+S); return keys/values of slots [0, start+S)."""
-        end = start + k.shape[2]
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]
+    def update(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_keys: int):
+        """Write k, v (B, h, P, hd) at ``slots`` (P,); return keys and values of slots [0, num_keys) (B, h, Lk, hd)."""
+        self.k.index_copy_(2, slots, k)
+        self.v.index_copy_(2, slots, v)
+        return self.k[:, :, :num_keys], self.v[:, :, :num_keys]
+
+
+class DecodeTables(nn.Module):
+    """Per-slot inputs of a decoding run (from a :class:`DecodePlan`), as non-persistent buffers on the model's device."""
+
+    def __init__(self, plan: DecodePlan, cos: torch.Tensor, sin: torch.Tensor):
+        super().__init__()
+        self.register_buffer("slot_token", plan.slot_token, persistent=False)  # (Lc,)
+        self.register_buffer("slot_special", plan.slot_special, persistent=False)  # (Lc,)
+        self.register_buffer("slot_is_class", plan.slot_is_class, persistent=False)  # (Lc,)
+        self.register_buffer("cos", cos, persistent=False)  # (Lc, hd)
+        self.register_buffer("sin", sin, persistent=False)  # (Lc, hd)
 
 
 class Attention(nn.Module):
@@ -143,19 +159,30 @@ class Attention(nn.Module):
         self.heads, self.head_dim = cfg.num_heads, cfg.head_dim
         self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.cache: Optional[KVCache] = None
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor, mask: Optional[torch.Tensor], cache: Optional[KVCache],
-                start: int) -> torch.Tensor:
-        """x (B, S, D); rope (S, hd/2) complex; full pass: mask (S, S) bool, no cache;
-        cache pass: ``cache`` and ``start`` = the block's first slot (the block sees every slot < start+S)."""
-        B, S, D = x.shape
+    def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """x (B, S, D) -> rotated q, rotated k, v, each (B, h, S, hd)."""
+        B, S, _ = x.shape
         qkv = self.wqkv(x).view(B, S, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, S, hd)
-        q, k = apply_rope(qkv[:2], rope)  # (B, h, S, hd) each
-        v = qkv[2]
-        if cache is not None:
-            k, v = cache.update(start, k, v)  # (B, h, start+S, hd); all visible to this block
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, S, hd)
-        return self.wo(y.transpose(1, 2).reshape(B, S, D))
+        qk = apply_rope(qkv[:2], cos, sin)  # (2, B, h, S, hd)
+        return qk[0], qk[1], qkv[2]
+
+    def _out(self, y: torch.Tensor) -> torch.Tensor:
+        B, _, S, _ = y.shape
+        return self.wo(y.transpose(1, 2).reshape(B, S, -1))  # (B, S, D)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Full pass: x (B, L, D); cos, sin (L, hd); mask (L, L) bool, True = query may attend to key."""
+        q, k, v = self._qkv(x, cos, sin)  # (B, h, L, hd) each
+        return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+
+    def decode(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slots: torch.Tensor,
+               key_bias: torch.Tensor) -> torch.Tensor:
+        """Cached pass: x (B, P, D) fed at ``slots`` (P,); attends to the first Lk cached keys plus ``key_bias`` (1, Lk)."""
+        q, k, v = self._qkv(x, cos, sin)  # (B, h, P, hd) each
+        k, v = self.cache.update(slots, k, v, key_bias.shape[1])  # (B, h, Lk, hd) each
+        return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias))  # (B, P, D)
 
 
 class FeedForward(nn.Module):
@@ -177,9 +204,23 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = FeedForward(cfg)
 
-    def forward(self, x, rope, mask, cache, start):
-        x = x + self.attn(self.attn_norm(x), rope, mask, cache, start)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask)  # (B, L, D)
         return x + self.mlp(self.mlp_norm(x))
+
+    def decode(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slots: torch.Tensor,
+               key_bias: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn.decode(self.attn_norm(x), cos, sin, slots, key_bias)  # (B, P, D)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+def head_taps(kind: str, depth: int) -> List[int]:
+    """Layer count after which each output head reads (the reference layout, DESIGN.md §1).
+
+    NAR heads (time, row, column): column after the trunk, row after one extra block, time after a
+    second extra block stacked on the first. PAR and raster: one head after the trunk.
+    """
+    return [depth + 2, depth + 1, depth] if num_output_heads(kind) == 3 else [depth]
 
 
 class Transformer(nn.Module):
@@ -192,14 +233,18 @@ class Transformer(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.class_emb = nn.Embedding(cfg.num_classes + 1, cfg.dim)  # last row = null class
         self.special_emb = nn.Parameter(torch.zeros(num_special_slots(schedule_kind), cfg.dim))
-        extra = 2 if num_out == 3 else 0
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.depth + extra))
-        # layer count after which each head reads: NAR (time, row, column) = (depth+1, depth+2, depth)
-        self.taps: List[int] = [cfg.depth + 1, cfg.depth + 2, cfg.depth] if num_out == 3 else [cfg.depth]
+        self.taps = head_taps(schedule_kind, cfg.depth)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(max(self.taps)))
         self.head_norms = nn.ModuleList(RMSNorm(cfg.dim, cfg.norm_eps) for _ in range(num_out))
         # column block k of head_out is head k's vocabulary projection (V, D)
         self.head_out = nn.Linear(num_out * cfg.dim, cfg.vocab_size, bias=False)
-        self._step: Dict[str, object] = {}
+        axis, freqs = rope_frequencies(cfg.head_dim, cfg.rope_theta)
+        angle = torch.arange(ROPE_MAX_COORD, dtype=torch.float64)[:, None] * freqs.repeat_interleave(2)  # (C, hd)
+        sign = torch.tensor([-1.0, 1.0], dtype=torch.float64).repeat(cfg.head_dim // 2)  # (hd,)
+        self.register_buffer("rope_axis", axis.repeat_interleave(2), persistent=False)  # (hd,) int64
+        self.register_buffer("rope_cos", angle.cos().float(), persistent=False)  # (C, hd)
+        self.register_buffer("rope_sin", (angle.sin() * sign).float(), persistent=False)  # (C, hd)
+        self.decode_tables: Optional[DecodeTables] = None
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -212,6 +257,20 @@ class Transformer(nn.Module):
         nn.init.zeros_(self.head_out.weight)
 
     # ---------------------------------------------------------------- shared pieces
+    def rope(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """coords (L, 3) int64 (t, h, w) -> cos, sin (L, hd) in the model's dtype, gathered from the tables.
+
+        Both are per channel (each pair's value twice); ``sin`` carries the rotation's sign (-, +) per pair.
+        """
+        index = coords[:, self.rope_axis]  # (L, hd): the coordinate each channel turns with
+        return self.rope_cos.gather(0, index), self.rope_sin.gather(0, index)
+
+    def _check_grid(self, schedule: Schedule) -> None:
+        if schedule.kind != self.schedule_kind:
+            raise ValueError(f"model was built for schedule {self.schedule_kind!r}, got a {schedule.kind!r} schedule")
+        if max(schedule.grid) > ROPE_MAX_COORD:
+            raise ValueError(f"grid {schedule.grid}: RoPE tables cover grid sides up to {ROPE_MAX_COORD}")
+
     def _embed(self, tokens: torch.Tensor, labels: torch.Tensor, slot_token, slot_special, slot_is_class) -> torch.Tensor:
         """tokens (B, N) flat grid, labels (B,), per-slot descriptors (S,) -> inputs (B, S, D)."""
         tok = self.tok_emb(tokens[:, slot_token.clamp(min=0)])  # (B, S, D)
@@ -222,14 +281,6 @@ class Transformer(nn.Module):
             x = torch.where((slot_special >= 0)[None, :, None], spec, x)
         return x
 
-    def _run_layers(self, x, rope, mask, caches, start) -> List[torch.Tensor]:
-        """Run all blocks; return the hidden state (B, S, D) read by each head."""
-        outs = {0: x}
-        for i, layer in enumerate(self.layers):
-            x = layer(x, rope, mask, caches[i] if caches else None, start)
-            outs[i + 1] = x
-        return [outs[t] for t in self.taps]
-
     def _head_logits(self, taps: Sequence[torch.Tensor], slot: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """taps K x (B, S, D); slot (K, M) index into S; weight (K, M) -> averaged logits (B, M, V).
 
@@ -239,10 +290,6 @@ class Transformer(nn.Module):
         feats = [norm(h[:, slot[k]]) * weight[k, None, :, None].to(h.dtype) for k, (h, norm) in enumerate(zip(taps, self.head_norms))]
         return self.head_out(torch.cat(feats, dim=-1))  # (B, M, V)
 
-    def _check_kind(self, schedule: Schedule) -> None:
-        if schedule.kind != self.schedule_kind:
-            raise ValueError(f"model was built for schedule {self.schedule_kind!r}, got a {schedule.kind!r} schedule")
-
     # ---------------------------------------------------------------- training path
     def target_logits(self, tokens: torch.Tensor, labels: torch.Tensor, schedule: Schedule) -> torch.Tensor:
         """tokens (B, T, H, W) int64, labels (B,) int64 (``num_classes`` = null) -> logits (B, N, V).
@@ -250,56 +297,54 @@ class Transformer(nn.Module):
         One forward over all slots with the schedule's block-causal mask; position p's logits are
         the weighted (mean) sum over the heads that predict it, in flat (t, h, w) order.
         """
-        self._check_kind(schedule)
+        self._check_grid(schedule)
         dev = tokens.device
         flat = tokens.flatten(1)  # (B, N)
         x = self._embed(flat, labels, schedule.slot_token.to(dev), schedule.slot_special.to(dev), schedule.slot_is_class.to(dev))
-        rope = rope_3d(schedule.slot_coords.to(dev), self.cfg.head_dim, self.cfg.rope_theta)  # (L, hd/2) complex
-        rope = rope.to(rope_dtype(self.tok_emb.weight.dtype))
-        taps = self._run_layers(x, rope, schedule.attention_mask.to(dev), None, 0)  # K x (B, L, D)
+        cos, sin = self.rope(schedule.slot_coords.to(dev))  # (L, hd) each
+        mask = schedule.attention_mask.to(dev)  # (L, L)
+        outs = [x]
+        for layer in self.layers:
+            outs.append(layer(outs[-1], cos, sin, mask))  # (B, L, D)
         slot = schedule.target_slot.clamp(min=0).to(dev)  # (K, N)
-        return self._head_logits(taps, slot, schedule.target_weight.to(dev))
+        return self._head_logits([outs[t] for t in self.taps], slot, schedule.target_weight.to(dev))
 
     # ---------------------------------------------------------------- inference path
-    def setup_cache(self, batch_size: int, schedule: Schedule, device=None, dtype=None) -> None:
-        """Allocate static KV buffers for ``batch_size`` rows and move the schedule's per-step indices."""
-        self._check_kind(schedule)
-        p = next(self.parameters())
-        device, dtype = device or p.device, dtype or p.dtype
-        self._step = dict(
-            caches=[KVCache(batch_size, self.cfg.num_heads, schedule.num_slots, self.cfg.head_dim, device, dtype) for _ in self.layers],
-            bounds=schedule.block_bounds.tolist(),
-            slot_token=schedule.slot_token.to(device),
-            slot_special=schedule.slot_special.to(device),
-            slot_is_class=schedule.slot_is_class.to(device),
-            rope=rope_3d(schedule.slot_coords.to(device), self.cfg.head_dim, self.cfg.rope_theta).to(rope_dtype(dtype)),
-            slots=[s.to(device) for s in schedule.step_slots],
-            weights=[w.to(device) for w in schedule.step_weights],
-        )
+    def setup_cache(self, batch_size: int, schedule: Schedule, padded: bool = False) -> DecodePlan:
+        """Allocate static KV buffers for ``batch_size`` rows (model's device and dtype); return the plan to step through.
+
+        ``padded``: the layout of :mod:`navid.generation.decode_plan` (a handful of step shapes, for CUDA graphs).
+        """
+        self._check_grid(schedule)
+        p = self.tok_emb.weight
+        plan = build_decode_plan(schedule, padded, p.device, p.dtype)
+        for layer in self.layers:
+            layer.attn.cache = KVCache(batch_size, self.cfg.num_heads, plan.cache_len, self.cfg.head_dim, p.device, p.dtype)
+        self.decode_tables = DecodeTables(plan, *self.rope(plan.slot_coords))
+        return plan
 
     def release_cache(self) -> None:
-        """Free the KV buffers (they hold batch x layers x L x D activations)."""
-        self._step = {}
+        """Free the KV buffers (they hold batch x layers x L x D activations) and the per-slot tables."""
+        for layer in self.layers:
+            layer.attn.cache = None
+        self.decode_tables = None
 
-    def block_forward(self, tokens: torch.Tensor, labels: torch.Tensor, block: int) -> torch.Tensor:
-        """Feed block ``block`` through the cached model -> logits (B, Nb, V) of the targets it completes.
+    def decode_step(self, tokens: torch.Tensor, labels: torch.Tensor, block: DecodeBlock) -> torch.Tensor:
+        """Feed one block through the cached model -> averaged logits (B, Q, V) of the targets it completes.
 
-        tokens (B, N) flat grid holding every token fed at or before this block; labels (B,).
+        tokens (B, N) flat grid holding every token fed at or before this block; labels (B,). Block 0
+        (the class slot) is the prefill; it is a step like any other. Shapes come only from
+        ``block``'s tensors, so the step compiles and captures in a CUDA graph.
         """
-        st = self._step
-        start, end = st["bounds"][block], st["bounds"][block + 1]
-        x = self._embed(tokens, labels, st["slot_token"][start:end], st["slot_special"][start:end], st["slot_is_class"][start:end])
-        taps = self._run_layers(x, st["rope"][start:end], None, st["caches"], start)  # K x (B, Sb, D)
-        return self._head_logits(taps, st["slots"][block], st["weights"][block])
-
-    def prefill(self, labels: torch.Tensor, num_positions: int) -> torch.Tensor:
-        """Block 0 (the class slot) -> logits (B, N0, V) of its targets; fills the cache."""
-        tokens = torch.zeros(labels.shape[0], num_positions, dtype=torch.long, device=labels.device)
-        return self.block_forward(tokens, labels, 0)
-
-    def decode_step(self, tokens: torch.Tensor, labels: torch.Tensor, block: int) -> torch.Tensor:
-        """Blocks 1..S-1: see :meth:`block_forward`."""
-        return self.block_forward(tokens, labels, block)
+        tables = self.decode_tables
+        slots = block.slots  # (P,)
+        x = self._embed(tokens, labels, tables.slot_token[slots], tables.slot_special[slots], tables.slot_is_class[slots])  # (B, P, D)
+        cos = tables.cos[slots]  # (P, hd)
+        sin = tables.sin[slots]  # (P, hd)
+        outs = [x]
+        for layer in self.layers:
+            outs.append(layer.decode(outs[-1], cos, sin, slots, block.key_bias))  # (B, P, D)
+        return self._head_logits([outs[t] for t in self.taps], block.head_slot, block.head_weight)  # (B, Q, V)
 
 
 def count_parameters(model: nn.Module) -> int:
