@@ -69,3 +69,50 @@ def test_drop_labels():
     share = (out == 5).float().mean().item()
     assert 0.25 < share < 0.35 and torch.equal(out[out != 5], labels[out != 5])
     assert drop_labels(labels, 0.0, 5) is labels
+
+
+def test_nar_heads_tap_the_reference_depths():
+    """Column head after the trunk, row head after extra block 1, time head after extra block 2 (DESIGN.md §1).
+
+    (1,0,0), (0,1,0) and (0,0,1) each have one predictor, (0,0,0) through the time, row and column
+    head respectively, so perturbing only the last extra block moves the time-only target alone.
+    """
+    schedule = build_schedule("nar", (2, 2, 2))
+    model = random_model("nar")
+    tokens = torch.randint(0, TINY["vocab_size"], (1, 2, 2, 2), generator=torch.Generator().manual_seed(2))
+    labels = torch.tensor([3])
+    with torch.no_grad():
+        base = model.target_logits(tokens, labels, schedule)  # (1, 8, V)
+        for p in model.layers[-1].parameters():
+            p.add_(0.5 * torch.randn_like(p))
+        out = model.target_logits(tokens, labels, schedule)
+    time_only, row_only, column_only = 4, 2, 1  # flat (t, h, w) indices of (1,0,0), (0,1,0), (0,0,1)
+    assert not torch.allclose(out[:, time_only], base[:, time_only])
+    assert torch.equal(out[:, row_only], base[:, row_only]) and torch.equal(out[:, column_only], base[:, column_only])
+    assert model.taps == [TINY["depth"] + 2, TINY["depth"] + 1, TINY["depth"]]
+
+
+def _saved_nar_generator(tmp_path, record_taps: bool):
+    """A NAR generator checkpoint (default config, tiny trunk) written by the training module, optionally
+    without its head-tap record (as checkpoints from before the tap fix)."""
+    from navid.generation.config import GeneratorTrainConfig
+    from navid.generation.lightning_module import GeneratorModule
+
+    meta = dict(grid=[2, 2, 2], class_names=["a", "b"], tokenizer_fingerprint="f", vocab_size=16, num_classes=2)
+    module = GeneratorModule(GeneratorTrainConfig(), meta)
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    if not record_taps:
+        del checkpoint["navid"]["head_taps"]
+    path = tmp_path / f"nar_{record_taps}.ckpt"
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_checkpoints_record_the_head_taps(tmp_path):
+    from navid.generation.checkpoint import load_generator
+
+    model, _, meta = load_generator(_saved_nar_generator(tmp_path, record_taps=True))
+    assert meta["head_taps"] == model.taps == [6, 5, 4]
+    with pytest.raises(ValueError, match=r"heads read layers \[5, 6, 4\].*retrain the generator"):
+        load_generator(_saved_nar_generator(tmp_path, record_taps=False))

@@ -2,9 +2,15 @@
 
 A checkpoint is Lightning's file plus a ``"navid"`` entry (plain types only) holding the run
 config, the transformer config, the schedule kind, the token grid, the class names, the
-tokenizer fingerprint and the navid version — enough to rebuild the model and its schedule
-without the token cache. Loading uses ``torch.load(weights_only=True)`` and a strict
-``load_state_dict``: a file that does not match exactly is an error, never a guess.
+tokenizer fingerprint, the navid version and the head taps (the layer each output head reads) —
+enough to rebuild the model and its schedule without the token cache. Loading uses
+``torch.load(weights_only=True)`` and a strict ``load_state_dict``: a file that does not match
+exactly is an error, never a guess.
+
+Head taps: before the head-tap fix the NAR time head read extra block 1 and the row head extra block 2
+(swapped with respect to the reference model). Such checkpoints record no taps; they cannot be
+converted (each head's projection was trained on the features of its own depth), so loading a NAR
+one is an error that says so. PAR and raster checkpoints have one head on the trunk either way.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from pathlib import Path
 import torch
 
 from navid.generation.schedule import Schedule, build_schedule
-from navid.generation.transformer import Transformer, TransformerConfig
+from navid.generation.transformer import Transformer, TransformerConfig, head_taps
 
 CHECKPOINT_FORMAT = "navid-generator/1"
 
@@ -45,6 +51,23 @@ def read_generator_meta(path: str | os.PathLike) -> tuple[dict, dict]:
     return meta, checkpoint
 
 
+def legacy_head_taps(kind: str, depth: int) -> list[int]:
+    """Taps of checkpoints that record none: NAR time head after extra block 1, row head after extra block 2."""
+    taps = head_taps(kind, depth)
+    return [taps[1], taps[0], taps[2]] if len(taps) == 3 else taps
+
+
+def check_head_taps(meta: dict, model: Transformer, path: str | os.PathLike) -> None:
+    """The checkpoint's heads must read the layers this navid's heads read (see the module docstring)."""
+    recorded = meta.get("head_taps", legacy_head_taps(model.schedule_kind, model.cfg.depth))
+    if list(recorded) != list(model.taps):
+        raise ValueError(
+            f"{path}: its {model.schedule_kind} heads read layers {list(recorded)} (time, row, column) but this navid's "
+            f"read {list(model.taps)} (the reference layout: row head after extra block 1, time head after extra "
+            "block 2). The heads' weights were trained on the other depths and cannot be converted; retrain the generator."
+        )
+
+
 def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu", ema: bool = True) -> tuple[Transformer, Schedule, dict]:
     """``(transformer in eval mode, schedule, meta)`` from a checkpoint.
 
@@ -54,6 +77,7 @@ def load_generator(path: str | os.PathLike, map_location: str | torch.device = "
     meta, checkpoint = read_generator_meta(path)
     schedule = build_schedule(meta["schedule"], tuple(meta["grid"]))
     model = build_transformer(meta["transformer"], schedule)
+    check_head_taps(meta, model, path)
     prefix = "ema." if ema else "model."
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     model.load_state_dict(state, strict=True)

@@ -109,6 +109,7 @@ class GeneratorModule(L.LightningModule):
             "grid": list(self.grid),
             "class_names": self.class_names,
             "tokenizer_fingerprint": self.tokenizer_fingerprint,
+            "head_taps": list(self.model.taps),
         }
 
 
