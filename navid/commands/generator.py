@@ -64,6 +64,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="clips sampled together")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--raw-weights", action="store_true", help="use the training weights instead of the EMA weights")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"),
+                        help="generator weights and KV cache (sampling maths stay fp32; fp32 matmuls use TF32 on CUDA)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the decoding step (CUDA: CUDA graphs)")
 
 
 def _load_models(args: argparse.Namespace):
@@ -72,17 +75,21 @@ def _load_models(args: argparse.Namespace):
 
     from navid.generation.checkpoint import load_generator
     from navid.generation.evaluation import check_tokenizer
-    from navid.generation.sampler import SamplingConfig
+    from navid.generation.sampler import DTYPES, SamplingConfig, enable_tf32
     from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
 
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-    sampling = SamplingConfig(cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    sampling = SamplingConfig(cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                              compile=args.compile)
     try:
         device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     except RuntimeError as err:
         raise ValueError(f"--device: {err}") from None
     model, schedule, meta = load_generator(args.generator, map_location=device, ema=not args.raw_weights)
+    model.to(DTYPES[args.dtype])
+    if device.type == "cuda":
+        enable_tf32()
     tokenizer = load_tokenizer(args.tokenizer, map_location=device)
     check_tokenizer(meta, tokenizer_fingerprint(tokenizer), args.tokenizer)
     return model, schedule, meta, tokenizer, sampling, device
@@ -131,6 +138,7 @@ def run_sample(args: argparse.Namespace) -> int:
         "sampling": dataclasses.asdict(sampling),
         "batch_size": args.batch_size,
         "device": str(device),
+        "dtype": args.dtype,
         "forward_steps_per_batch": steps,
         "sampling_seconds": seconds,
         "videos": files,

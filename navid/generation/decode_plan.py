@@ -34,7 +34,7 @@ class DecodeBlock(NamedTuple):
     """One forward step's index tensors; P queries, Lk keys, K heads, Q targets (P, Lk, Q fix the step's shape)."""
 
     slots: torch.Tensor  # (P,) int64: cache slot of each query (the block's slots, then padding)
-    key_bias: torch.Tensor  # (1, Lk) model dtype: 0 for key slots < the block's end, -inf after
+    key_bias: torch.Tensor  # (Lk,) model dtype: 0 for key slots < the block's end, -inf after
     head_slot: torch.Tensor  # (K, Q) int64: query whose head-k output predicts target q
     head_weight: torch.Tensor  # (K, Q) float32: 1 / number of predicting heads (0 for padding)
 
@@ -58,7 +58,7 @@ class DecodePlan:
 
     def shapes(self) -> List[Tuple[int, int, int]]:
         """(P, Lk, Q) of every step: equal tuples = one compiled graph / one CUDA graph."""
-        return [(len(b.slots), b.key_bias.shape[1], b.head_slot.shape[1]) for b in self.blocks]
+        return [(len(b.slots), len(b.key_bias), b.head_slot.shape[1]) for b in self.blocks]
 
 
 def next_power_of_two(n: int) -> int:
@@ -88,7 +88,7 @@ def build_decode_plan(schedule: Schedule, padded: bool, device: torch.device, dt
         fill = targets[b] - counts[b]
         blocks.append(DecodeBlock(
             slots=torch.arange(start, start + queries[b], device=device),
-            key_bias=torch.zeros(1, keys[b], device=device, dtype=dtype).masked_fill_(torch.arange(keys[b], device=device) >= end, float("-inf")),
+            key_bias=torch.zeros(keys[b], device=device, dtype=dtype).masked_fill_(torch.arange(keys[b], device=device) >= end, -torch.inf),
             head_slot=F.pad(schedule.step_slots[b], (0, fill)).to(device),
             head_weight=F.pad(schedule.step_weights[b], (0, fill)).to(device),
         ))

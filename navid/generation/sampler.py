@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
+import torch.fx.experimental._config as shape_config
 from tqdm.auto import tqdm
 
-from navid.generation.decode_plan import DecodePlan
+from navid.generation.decode_plan import DecodeBlock, DecodePlan
 from navid.generation.schedule import Schedule
 from navid.generation.transformer import Transformer
 
@@ -113,15 +114,24 @@ def enable_tf32() -> None:
 def compile_step(model: Transformer, device: torch.device, padded: bool):
     """``torch.compile`` of the cached step: CUDA graphs on CUDA (``reduce-overhead``), inductor's default on CPU.
 
-    The exact (unpadded) layout has one shape per block, so its sizes are compiled as dynamic:
-    one graph serves every block instead of one compilation per block size.
+    The exact (unpadded) layout has one shape per block, so its sizes are compiled as dynamic, with
+    sizes of 1 treated like any other size (``backed_size_oblivious``) and no equalities assumed
+    between sizes that happen to coincide (``use_duck_shape=False``): one graph then serves almost
+    every block (three graphs in all: the 1-key class block and 1-query blocks still get their own)
+    instead of one compilation per block size. Compilation happens on the first call of each shape.
     """
     mode = "reduce-overhead" if device.type == "cuda" else "default"
-    return torch.compile(model.decode_step, mode=mode, dynamic=None if padded else True)
+    compiled = torch.compile(model.decode_step, mode=mode, dynamic=None if padded else True)
+
+    def step(tokens: torch.Tensor, labels: torch.Tensor, block: DecodeBlock) -> torch.Tensor:
+        with shape_config.patch(backed_size_oblivious=True, use_duck_shape=False):
+            return compiled(tokens, labels, block)
+
+    return step
 
 
 def _warm_up(step_fn, plan: DecodePlan, tokens: torch.Tensor, rows: torch.Tensor, device: torch.device) -> float:
-    """Run every distinct step shape (compiling it, recording its CUDA graph); return the seconds taken.
+    """Run every distinct step shape once (compiling it; on CUDA also recording its graph); return the seconds.
 
     The cache garbage this leaves is harmless: every block writes all slots before its end before
     it attends to them.

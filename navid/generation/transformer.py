@@ -111,13 +111,14 @@ def rope_frequencies(head_dim: int, theta: float) -> tuple[torch.Tensor, torch.T
     return axis, freqs
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (..., S, hd); cos, sin (S, hd) from :meth:`Transformer.rope` -> x with each (even, odd) channel pair rotated.
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, swap: torch.Tensor) -> torch.Tensor:
+    """x (..., S, hd); cos, sin (S, hd) from :meth:`Transformer.rope`; swap (hd,) = 1, 0, 3, 2, ... -> x with each
+    (even, odd) channel pair rotated.
 
     (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin) = x * cos + swap(x) * sin with the sign folded into ``sin``.
+    The swap is a gather on the channel axis, so no size but hd enters a view (dynamic shapes stay general).
     """
-    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (..., S, hd): (x1, x0) per pair
-    return torch.addcmul(x * cos, swapped, sin)
+    return torch.addcmul(x * cos, x.index_select(-1, swap), sin)  # (..., S, hd)
 
 
 class KVCache(nn.Module):
@@ -159,13 +160,14 @@ class Attention(nn.Module):
         self.heads, self.head_dim = cfg.num_heads, cfg.head_dim
         self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.register_buffer("rope_swap", torch.arange(cfg.head_dim).view(-1, 2).flip(-1).flatten(), persistent=False)  # (hd,)
         self.cache: Optional[KVCache] = None
 
     def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """x (B, S, D) -> rotated q, rotated k, v, each (B, h, S, hd)."""
         B, S, _ = x.shape
         qkv = self.wqkv(x).view(B, S, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, S, hd)
-        qk = apply_rope(qkv[:2], cos, sin)  # (2, B, h, S, hd)
+        qk = apply_rope(qkv[:2], cos, sin, self.rope_swap)  # (2, B, h, S, hd)
         return qk[0], qk[1], qkv[2]
 
     def _out(self, y: torch.Tensor) -> torch.Tensor:
@@ -179,10 +181,10 @@ class Attention(nn.Module):
 
     def decode(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slots: torch.Tensor,
                key_bias: torch.Tensor) -> torch.Tensor:
-        """Cached pass: x (B, P, D) fed at ``slots`` (P,); attends to the first Lk cached keys plus ``key_bias`` (1, Lk)."""
+        """Cached pass: x (B, P, D) fed at ``slots`` (P,); attends to the first Lk cached keys plus ``key_bias`` (Lk,)."""
         q, k, v = self._qkv(x, cos, sin)  # (B, h, P, hd) each
-        k, v = self.cache.update(slots, k, v, key_bias.shape[1])  # (B, h, Lk, hd) each
-        return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias))  # (B, P, D)
+        k, v = self.cache.update(slots, k, v, key_bias.shape[0])  # (B, h, Lk, hd) each
+        return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias[None, :]))  # (B, P, D)
 
 
 class FeedForward(nn.Module):
