@@ -97,7 +97,8 @@ def sample_logits(logits: torch.Tensor, sampling: SamplingConfig, generator: Opt
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); timings read the clock only after it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -140,14 +141,14 @@ def _warm_up(step_fn, plan: DecodePlan, tokens: torch.Tensor, rows: torch.Tensor
     for b, shape in enumerate(plan.shapes()):
         first.setdefault(shape, b)
     calls = 3 if device.type == "cuda" else 1  # CUDA graph trees warm up, then record, then replay
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     for b in first.values():
         for _ in range(calls):
             if device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()
             step_fn(tokens, rows, plan.blocks[b])
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - t0
 
 
@@ -184,17 +185,17 @@ def sample(
         compile_s = _warm_up(step_fn, plan, tokens, rows, device)
     graphed = sampling.compile and device.type == "cuda"
     forward_s = 0.0
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     for b in tqdm(range(S), desc=f"sampling {schedule.kind}", disable=not progress, leave=False):
         if profile:
-            _sync(device)
+            synchronize(device)
             f0 = time.perf_counter()
         if graphed:
             torch.compiler.cudagraph_mark_step_begin()
         logits = step_fn(tokens, rows, plan.blocks[b])[:, : counts[b]].float()  # (B', Nb, V), padding dropped
         if profile:
-            _sync(device)
+            synchronize(device)
             forward_s += time.perf_counter() - f0
         if guided:
             cond, uncond = logits.chunk(2)
@@ -202,7 +203,7 @@ def sample(
             logits = cfg_combine(cond, uncond, scale)
         new = sample_logits(logits, sampling, generator)  # (B, Nb)
         tokens[:, plan.target_pos[b]] = new.repeat(2, 1) if guided else new
-    _sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - t0
     model.release_cache()
     return SampleResult(tokens[:B].view(B, *schedule.grid), S, seconds, forward_s, compile_s)
