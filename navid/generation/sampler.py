@@ -119,6 +119,8 @@ def compile_step(model: Transformer, device: torch.device, padded: bool):
     between sizes that happen to coincide (``use_duck_shape=False``): one graph then serves almost
     every block (three graphs in all: the 1-key class block and 1-query blocks still get their own)
     instead of one compilation per block size. Compilation happens on the first call of each shape.
+    The graphs take the cache's batch size and length as fixed (Dynamo treats module buffers as
+    static), so a new batch size or grid compiles again.
     """
     mode = "reduce-overhead" if device.type == "cuda" else "default"
     compiled = torch.compile(model.decode_step, mode=mode, dynamic=None if padded else True)
