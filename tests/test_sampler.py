@@ -107,7 +107,8 @@ def test_sampling_follows_the_distribution():
     torch.testing.assert_close(freq, logits[0, 0].softmax(-1), atol=0.015, rtol=0)
 
 
-def _step_logits(model: Transformer, schedule, tokens: torch.Tensor, labels: torch.Tensor, step_fn=None) -> torch.Tensor:
+def _step_logits(model: Transformer, schedule, tokens: torch.Tensor, labels: torch.Tensor,
+                 step_fn=None) -> torch.Tensor:
     """Every cached step's logits (B, N, V) in float32, fed the given tokens (B, T, H, W), in schedule step order."""
     with torch.no_grad():
         plan = model.setup_cache(len(labels), schedule)

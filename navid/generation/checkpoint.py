@@ -62,9 +62,10 @@ def check_head_taps(meta: dict, model: Transformer, path: str | os.PathLike) -> 
     recorded = meta.get("head_taps", legacy_head_taps(model.schedule_kind, model.cfg.depth))
     if list(recorded) != list(model.taps):
         raise ValueError(
-            f"{path}: its {model.schedule_kind} heads read layers {list(recorded)} (time, row, column) but this navid's "
-            f"read {list(model.taps)} (the reference layout: row head after extra block 1, time head after extra "
-            "block 2). The heads' weights were trained on the other depths and cannot be converted; retrain the generator."
+            f"{path}: its {model.schedule_kind} heads read layers {list(recorded)} (time, row, column) but this "
+            f"navid's read {list(model.taps)} (the reference layout: row head after extra block 1, time head after "
+            "extra block 2). The heads' weights were trained on the other depths and cannot be converted; "
+            "retrain the generator."
         )
 
 

@@ -88,7 +88,7 @@ def build_decode_plan(schedule: Schedule, padded: bool, device: torch.device, dt
         fill = targets[b] - counts[b]
         blocks.append(DecodeBlock(
             slots=torch.arange(start, start + queries[b], device=device),
-            key_bias=torch.zeros(keys[b], device=device, dtype=dtype).masked_fill_(torch.arange(keys[b], device=device) >= end, -torch.inf),
+            key_bias=torch.where(torch.arange(keys[b], device=device) < end, 0.0, -torch.inf).to(dtype),
             head_slot=F.pad(schedule.step_slots[b], (0, fill)).to(device),
             head_weight=F.pad(schedule.step_weights[b], (0, fill)).to(device),
         ))

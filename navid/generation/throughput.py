@@ -114,7 +114,8 @@ def measure(model, schedule, batch, repeats, warmup, device, compile: bool = Fal
 
 
 def against_limit(row: dict, timing: dict, peak_gflops: float) -> dict:
-    """The row's limit ``max(steps x floor, batch x GFLOP/video / peak)`` (seconds per batch) and efficiency = limit / measured."""
+    """The row's limit ``max(steps x floor, batch x GFLOP/video / peak)`` (seconds per batch), which bound sets it,
+    and efficiency = limit / measured."""
     latency_bound = row["steps"] * timing["floor_seconds"]
     compute_bound = row["batch"] * row["gflops_per_video"] / peak_gflops
     limit = max(latency_bound, compute_bound)
@@ -160,7 +161,7 @@ def benchmark_rows(
                     row.update(eager, **against_limit(row, eager, peak_gflops))
                     row["gflops_per_s"] = row["gflops_per_video"] * row["videos_per_s"]
                     if compile:
-                        torch._dynamo.reset()  # compile afresh per row (new batch or grid = new graphs), no recompile limit
+                        torch._dynamo.reset()  # compile afresh per row (a new batch or grid needs new graphs anyway)
                         compiled = measure(model, schedule, batch, repeats, warmup, device, compile=True)
                         row["compiled"] = {**compiled, **against_limit(row, compiled, peak_gflops)}
                     rows.append(row)
@@ -170,7 +171,8 @@ def benchmark_rows(
 
 def _summary(row: dict) -> str:
     text = (f"{row['trunk']:>4} {row['grid']:>8} b{row['batch']:<3} {row['schedule']:>6}: {row['steps']:5d} steps "
-            f"eager {row['videos_per_s']:.2f} videos/s (floor {row['floor_seconds'] * 1e3:.2f} ms, efficiency {row['efficiency']:.0%})")
+            f"eager {row['videos_per_s']:.2f} videos/s (floor {row['floor_seconds'] * 1e3:.2f} ms, "
+            f"efficiency {row['efficiency']:.0%})")
     if "compiled" in row:
         c = row["compiled"]
         text += (f", compiled {c['videos_per_s']:.2f} videos/s (compile {c['compile_seconds']:.0f} s, floor "
@@ -179,7 +181,8 @@ def _summary(row: dict) -> str:
 
 
 def speedup_ratios(rows: Sequence[dict]) -> list[dict]:
-    """NAR's videos/s over PAR-4x's and raster's (eager, and compiled where measured) and the step ratios, per (trunk, grid, batch)."""
+    """NAR's videos/s over PAR-4x's and raster's (eager, and compiled where measured) and the step ratios,
+    per (trunk, grid, batch)."""
     ratios = []
     for trunk, grid, batch in dict.fromkeys((r["trunk"], r["grid"], r["batch"]) for r in rows):
         by = {r["schedule"]: r for r in rows if (r["trunk"], r["grid"], r["batch"]) == (trunk, grid, batch)}
@@ -191,6 +194,7 @@ def speedup_ratios(rows: Sequence[dict]) -> list[dict]:
                 q[f"nar_over_{other}"] = by["nar"]["videos_per_s"] / by[other]["videos_per_s"]
                 q[f"steps_{other}_over_nar"] = by[other]["steps"] / by["nar"]["steps"]
                 if "compiled" in by["nar"] and "compiled" in by[other]:
-                    q[f"compiled_nar_over_{other}"] = by["nar"]["compiled"]["videos_per_s"] / by[other]["compiled"]["videos_per_s"]
+                    nar, base = by["nar"]["compiled"], by[other]["compiled"]
+                    q[f"compiled_nar_over_{other}"] = nar["videos_per_s"] / base["videos_per_s"]
         ratios.append(q)
     return ratios

@@ -143,7 +143,8 @@ class KVCache(nn.Module):
 
 
 class DecodeTables(nn.Module):
-    """Per-slot inputs of a decoding run (from a :class:`DecodePlan`), as non-persistent buffers on the model's device."""
+    """Per-slot inputs of a decoding run (from a :class:`DecodePlan`), as non-persistent buffers
+    on the model's device."""
 
     def __init__(self, plan: DecodePlan, cos: torch.Tensor, sin: torch.Tensor):
         super().__init__()
@@ -160,7 +161,8 @@ class Attention(nn.Module):
         self.heads, self.head_dim = cfg.num_heads, cfg.head_dim
         self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
-        self.register_buffer("rope_swap", torch.arange(cfg.head_dim).view(-1, 2).flip(-1).flatten(), persistent=False)  # (hd,)
+        swap = torch.arange(cfg.head_dim).view(-1, 2).flip(-1).flatten()  # (hd,): 1, 0, 3, 2, ...
+        self.register_buffer("rope_swap", swap, persistent=False)
         self.cache: Optional[KVCache] = None
 
     def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
@@ -181,7 +183,8 @@ class Attention(nn.Module):
 
     def decode(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slots: torch.Tensor,
                key_bias: torch.Tensor) -> torch.Tensor:
-        """Cached pass: x (B, P, D) fed at ``slots`` (P,); attends to the first Lk cached keys plus ``key_bias`` (Lk,)."""
+        """Cached pass: x (B, P, D) fed at ``slots`` (P,); attends to the first Lk cached keys
+        plus ``key_bias`` (Lk,)."""
         q, k, v = self._qkv(x, cos, sin)  # (B, h, P, hd) each
         k, v = self.cache.update(slots, k, v, key_bias.shape[0])  # (B, h, Lk, hd) each
         return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias[None, :]))  # (B, P, D)
@@ -267,7 +270,7 @@ class Transformer(nn.Module):
         index = coords[:, self.rope_axis]  # (L, hd): the coordinate each channel turns with
         return self.rope_cos.gather(0, index), self.rope_sin.gather(0, index)
 
-    def _check_grid(self, schedule: Schedule) -> None:
+    def _check_schedule(self, schedule: Schedule) -> None:
         if schedule.kind != self.schedule_kind:
             raise ValueError(f"model was built for schedule {self.schedule_kind!r}, got a {schedule.kind!r} schedule")
         if max(schedule.grid) > ROPE_MAX_COORD:
@@ -299,7 +302,7 @@ class Transformer(nn.Module):
         One forward over all slots with the schedule's block-causal mask; position p's logits are
         the weighted (mean) sum over the heads that predict it, in flat (t, h, w) order.
         """
-        self._check_grid(schedule)
+        self._check_schedule(schedule)
         dev = tokens.device
         flat = tokens.flatten(1)  # (B, N)
         x = self._embed(flat, labels, schedule.slot_token.to(dev), schedule.slot_special.to(dev), schedule.slot_is_class.to(dev))
@@ -313,15 +316,17 @@ class Transformer(nn.Module):
 
     # ---------------------------------------------------------------- inference path
     def setup_cache(self, batch_size: int, schedule: Schedule, padded: bool = False) -> DecodePlan:
-        """Allocate static KV buffers for ``batch_size`` rows (model's device and dtype); return the plan to step through.
+        """Allocate static KV buffers for ``batch_size`` rows (model's device and dtype); return the plan to step
+        through.
 
         ``padded``: the layout of :mod:`navid.generation.decode_plan` (a handful of step shapes, for CUDA graphs).
         """
-        self._check_grid(schedule)
+        self._check_schedule(schedule)
         p = self.tok_emb.weight
         plan = build_decode_plan(schedule, padded, p.device, p.dtype)
         for layer in self.layers:
-            layer.attn.cache = KVCache(batch_size, self.cfg.num_heads, plan.cache_len, self.cfg.head_dim, p.device, p.dtype)
+            cfg = self.cfg
+            layer.attn.cache = KVCache(batch_size, cfg.num_heads, plan.cache_len, cfg.head_dim, p.device, p.dtype)
         self.decode_tables = DecodeTables(plan, *self.rope(plan.slot_coords))
         return plan
 
@@ -340,7 +345,8 @@ class Transformer(nn.Module):
         """
         tables = self.decode_tables
         slots = block.slots  # (P,)
-        x = self._embed(tokens, labels, tables.slot_token[slots], tables.slot_special[slots], tables.slot_is_class[slots])  # (B, P, D)
+        x = self._embed(tokens, labels, tables.slot_token[slots], tables.slot_special[slots],
+                        tables.slot_is_class[slots])  # (B, P, D)
         cos = tables.cos[slots]  # (P, hd)
         sin = tables.sin[slots]  # (P, hd)
         outs = [x]
