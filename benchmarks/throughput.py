@@ -57,7 +57,8 @@ def markdown(rows, ratios, info) -> str:
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['threads']} intra-op thread(s), "
         f"device `{info['device']}`{', ' + info['gpu'] if 'gpu' in info else ''}, {info['dtype']}; load average at start "
         f"{info['load_avg_start']}, at end {info['load_avg']}. Random weights, vocab {info['vocab_size']}, no guidance. "
-        f"Measured matmul peak: {info['peak_gflops']:.0f} GFLOP/s.",
+        f"Measured matmul peak: {info['peak_gflops']:.0f} GFLOP/s (rows kept from earlier runs use their own run's "
+        "peak, `peak_gflops` in the JSON).",
         *[f"Earlier rows kept from a run with load average {e['load_avg_start']} -> {e['load_avg']}."
           for e in info.get("earlier_runs", [])],
         "",
