@@ -112,11 +112,11 @@ def run_sample(args: argparse.Namespace) -> int:
     out = prepare_output_dir(args.out, args.overwrite)
     labels = torch.tensor(classes, device=device).repeat_interleave(args.per_class)  # (N,)
 
-    tokens, frames, steps, seconds = [], [], 0, 0.0
+    tokens, frames, steps, seconds, compile_seconds = [], [], 0, 0.0, 0.0
     for batch in generate_batches(model, schedule, tokenizer, labels, sampling, args.batch_size, progress=True):
         tokens.append(batch.tokens.cpu())
         frames.extend(tensor_to_frames(v) for v in batch.video)  # (T, H, W, 3) uint8 each
-        steps, seconds = batch.steps, seconds + batch.seconds
+        steps, seconds, compile_seconds = batch.steps, seconds + batch.seconds, compile_seconds + batch.compile_seconds
 
     files = []
     for i, (label, clip) in enumerate(zip(labels.tolist(), frames)):
@@ -141,11 +141,14 @@ def run_sample(args: argparse.Namespace) -> int:
         "dtype": args.dtype,
         "forward_steps_per_batch": steps,
         "sampling_seconds": seconds,
+        "compile_seconds": compile_seconds,
         "videos": files,
         "grids": grids,
         "tokens": "tokens.pt",
     })
-    print(f"wrote {len(files)} clips and {len(classes)} class grids to {out} ({steps} forward steps per batch, {seconds:.2f} s sampling)")
+    compiled = f", {compile_seconds:.1f} s compiling" if sampling.compile else ""
+    print(f"wrote {len(files)} clips and {len(classes)} class grids to {out} ({steps} forward steps per batch, "
+          f"{seconds:.2f} s sampling{compiled})")
     return 0
 
 

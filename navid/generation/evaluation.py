@@ -29,6 +29,7 @@ class GeneratedBatch:
     video: torch.Tensor  # (B, C, T, H, W) float in [-1, 1]
     steps: int  # forward steps of the sampler
     seconds: float  # sampling time (decoding excluded)
+    compile_seconds: float = 0.0  # SamplingConfig.compile: compiling the step before sampling (not in ``seconds``)
 
 
 def check_tokenizer(meta: dict, tokenizer_fingerprint: str, tokenizer_path: str) -> None:
@@ -61,7 +62,7 @@ def generate_batches(
         batch = labels[start : start + batch_size]
         result = sample(model, schedule, batch, sampling, generator=generator, progress=progress)
         video = tokenizer.decode(result.tokens)  # (B, C, T, H, W)
-        yield GeneratedBatch(batch, result.tokens, video, result.steps, result.seconds)
+        yield GeneratedBatch(batch, result.tokens, video, result.steps, result.seconds, result.compile_seconds)
 
 
 def resolve_classes(spec: Optional[str], all_classes: bool, class_names: Sequence[str]) -> list[int]:
