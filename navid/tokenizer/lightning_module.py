@@ -28,7 +28,7 @@ from navid.tokenizer.losses import (
     reconstruction_loss,
 )
 from navid.tokenizer.model import VideoTokenizer
-from navid.utils.ema import ema_decay_at, update_ema
+from navid.utils.ema import StepEMA
 import dataclasses
 
 from navid.data.datamodule import VideoDataModule
@@ -41,6 +41,7 @@ class TokenizerModule(L.LightningModule):
         self.cfg = cfg
         self.tokenizer = VideoTokenizer(cfg.model)
         self.ema = copy.deepcopy(self.tokenizer).requires_grad_(False).eval()
+        self.ema_updates = StepEMA(cfg.optim.ema_decay)
         self.use_gan = cfg.loss.gan_weight > 0
         self.automatic_optimization = not self.use_gan
         if self.use_gan:
@@ -115,11 +116,11 @@ class TokenizerModule(L.LightningModule):
         self.log("train/loss", loss)
         return loss.detach()
 
+    def on_train_start(self) -> None:
+        self.ema_updates.start(self.global_step)
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # EMA warm-up: early on the average would be dominated by the random initial weights,
-        # which matters for the few-minute CPU runs the demo does.
-        step = self.global_step
-        update_ema(self.ema, self.tokenizer, ema_decay_at(step, self.cfg.optim.ema_decay))
+        self.ema_updates.update(self.ema, self.tokenizer, self.global_step)
         every = self.cfg.loss.log_videos_every_n_steps
         if every and self.global_step % every == 0 and self.trainer.is_global_zero:
             self._write_reconstruction(batch[0][:1])

@@ -40,18 +40,58 @@ class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or Inf loss."""
 
 
-class StopOnNonFiniteLoss(Callback):
-    """Stops training with an error naming the step when the loss is NaN or Inf.
+def is_logging_step(trainer: L.Trainer) -> bool:
+    """Whether Lightning writes the logged metrics after the current training batch.
 
-    ``training_step`` must return the loss tensor or a dict with a ``"loss"`` entry.
+    Logging (and its ``sync_dist`` all-reduces) only on these steps keeps the other steps free of
+    collectives and host syncs. This is Lightning's own predicate, so metrics logged only on
+    these steps are exactly the ones the loggers see.
     """
+    return trainer._logger_connector.should_update_logs
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Stops training with an error naming the first step whose loss was NaN or Inf.
+
+    Reading a flag from the device every step would make the host wait for the device each
+    step, so the first bad step is kept in a device tensor and read on the logging interval,
+    before every checkpoint is written (a checkpoint never holds weights trained on a
+    non-finite loss) and when training ends. Under DDP the read is a min over ranks, so every
+    rank raises at the same step. ``training_step`` must return the loss tensor or a dict with
+    a ``"loss"`` entry.
+    """
+
+    NONE = torch.iinfo(torch.int64).max  # "no bad step yet"
+
+    def __init__(self) -> None:
+        self._first_bad: Optional[torch.Tensor] = None  # () int64 on the loss's device
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss.detach()).all():
+        if loss is None:
+            return
+        if self._first_bad is None or self._first_bad.device != loss.device:
+            self._first_bad = torch.full((), self.NONE, dtype=torch.int64, device=loss.device)
+        bad = ~torch.isfinite(loss.detach()).all()  # () bool, stays on the device
+        self._first_bad = torch.where(bad, self._first_bad.clamp(max=trainer.global_step), self._first_bad)
+        if is_logging_step(trainer):
+            self.check(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self.check(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer)
+
+    def check(self, trainer: L.Trainer) -> None:
+        """Raise :class:`NonFiniteLossError` if any rank saw a non-finite loss (one host sync)."""
+        if self._first_bad is None:
+            return
+        first = int(trainer.strategy.reduce(self._first_bad.clone(), reduce_op="min"))
+        if first != self.NONE:
             raise NonFiniteLossError(
-                f"non-finite loss ({loss.detach().float().item()}) at global step {trainer.global_step} "
-                f"(batch {batch_idx}); the last good checkpoint is left untouched"
+                f"non-finite loss first at global step {first} (found at global step {trainer.global_step}: "
+                f"steps {first}..{trainer.global_step} ran on it); the last good checkpoint is left untouched"
             )
 
 
