@@ -38,7 +38,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 class StepTimer(L.Callback):
-    """Wall time of the optimizer steps after the first ``warmup`` ones."""
+    """Wall time of the optimizer steps after the first ``warmup`` ones (device synchronised)."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
@@ -48,14 +48,21 @@ class StepTimer(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.warmup and not self.start:
+            _synchronize(pl_module.device)
             self.start = time.perf_counter()
             self.first_timed_step = trainer.global_step
 
     def on_train_end(self, trainer, pl_module) -> None:
+        _synchronize(pl_module.device)
         self.end = time.perf_counter()
 
     def steps_per_second(self, last_step: int) -> float:
         return (last_step - self.first_timed_step) / (self.end - self.start)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _trainer_overrides(steps: int, extra: list[str]) -> list[str]:
@@ -65,17 +72,36 @@ def _trainer_overrides(steps: int, extra: list[str]) -> list[str]:
     ]
 
 
-def generator_speed(out: Path, steps: int, warmup: int, extra: list[str]) -> dict:
+def train_flops_per_position(module: GeneratorModule) -> float:
+    """Model FLOPs of one trained grid position (forward + backward = 3x forward; PaLM's MFU convention).
+
+    Per forward: 2 FLOPs per weight of every block linear for each of the L slots, attention
+    scores and values over all L slots (4 * L * D per slot and layer: the block-causal mask is
+    applied inside a full L x L product), and the output projection (2 * K*D * V) once per target.
+    """
+    model, schedule = module.model, module.schedule
+    heads = model.head_out.weight.numel()
+    blocks = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)) - heads
+    slots, positions = schedule.num_slots, schedule.num_positions
+    forward = 2 * blocks * slots + 4 * len(model.layers) * model.cfg.dim * slots * slots + 2 * heads * positions
+    return 3 * forward / positions
+
+
+def generator_speed(out: Path, steps: int, warmup: int, extra: list[str], grid=(4, 8, 8), vocab_size: int = 1000,
+                    config: str = "tiny.yaml") -> dict:
+    """Steps/s and trained positions/s of ``configs/generator/<config>`` on random tokens of ``grid``."""
     rng = np.random.default_rng(0)
-    tokens = rng.integers(0, 1000, size=(256, 4, 8, 8))
-    cache = write_token_cache(out / "cache", tokens, np.arange(256) % 101, vocab_size=1000,
+    tokens = rng.integers(0, vocab_size, size=(256, *grid))
+    cache = write_token_cache(out / "cache", tokens, np.arange(256) % 101, vocab_size=vocab_size,
                               class_names=[f"c{i}" for i in range(101)], tokenizer_fingerprint="bench")
     overrides = [f"data.tokens={cache}", "data.val_fraction=0", f"out_dir={out / 'gen'}", *_trainer_overrides(steps, extra)]
-    cfg = load_config(GeneratorTrainConfig, ROOT / "configs" / "generator" / "tiny.yaml", overrides)
+    cfg = load_config(GeneratorTrainConfig, ROOT / "configs" / "generator" / config, overrides)
     L.seed_everything(0, verbose=False)
     data = TokenCacheDataModule(cache, batch_size=cfg.data.batch_size, val_fraction=0.0, seed=0)
     module = GeneratorModule(cfg, data.cache.meta)
-    return _fit(module, cfg, data, warmup, steps) | {"batch": cfg.data.batch_size, "grid": [4, 8, 8]}
+    row = _fit(module, cfg, data, warmup, steps) | {"batch": cfg.data.batch_size, "grid": list(grid)}
+    positions_per_s = row["steps_per_s"] * cfg.data.batch_size * module.schedule.num_positions
+    return row | {"positions_per_s": round(positions_per_s, 1), "train_gflops_per_position": train_flops_per_position(module) / 1e9}
 
 
 def tokenizer_speed(out: Path, steps: int, warmup: int, extra: list[str]) -> dict:
