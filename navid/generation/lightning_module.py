@@ -20,12 +20,15 @@ import torch
 import torch.nn.functional as F
 
 from navid import __version__
-from navid.config import to_dict
+from navid.config import ConfigError, to_dict
 from navid.data.token_cache import TokenCacheDataModule
 from navid.generation.checkpoint import CHECKPOINT_FORMAT, build_transformer
 from navid.generation.config import GeneratorTrainConfig
+from navid.generation.sampler import SamplingConfig, sample
 from navid.generation.schedule import Schedule, build_schedule
 from navid.generation.transformer import drop_labels
+from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
+from navid.tokenizer.model import VideoTokenizer
 from navid.utils.ema import StepEMA
 from navid.utils.training import LAST_CHECKPOINT, adamw_with_schedule, build_trainer, is_logging_step, resume_checkpoint
 
@@ -68,6 +71,8 @@ class GeneratorModule(L.LightningModule):
             param.requires_grad_(param.numel() > 0)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.ema_updates = StepEMA(cfg.optim.ema_decay)
+        # The decoder of preview samples; a tuple keeps it out of state_dict and checkpoints.
+        self.preview_decoder: tuple[VideoTokenizer, ...] = ()
 
     def _device_schedule(self) -> Schedule:
         """The schedule with every tensor on this module's device, built once per device.
@@ -103,6 +108,16 @@ class GeneratorModule(L.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.ema_updates.update(self.ema, self.model, self.trainer.global_step)
+
+    preview_name = "samples"
+
+    def preview_clips(self, batch: Any, num_clips: int = 4) -> torch.Tensor:
+        """``num_clips`` clips sampled by the EMA model (classes spread over the label range, fixed
+        seed, so previews of successive steps are comparable), decoded: (N, C, T, H, W)."""
+        labels = torch.linspace(0, len(self.class_names) - 1, num_clips, device=self.device).long()  # (N,)
+        tokens = sample(self.ema, self.schedule, labels, SamplingConfig(seed=0)).tokens  # (N, T, H, W)
+        decoder = self.preview_decoder[0].to(self.device)
+        return decoder.decode(tokens)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         tokens, labels = batch
@@ -144,6 +159,8 @@ def train_generator(cfg: GeneratorTrainConfig, resume: bool = False) -> Path:
         expected_fingerprint=cfg.tokenizer_fingerprint,
     )
     module = GeneratorModule(cfg, data.cache.meta)
+    if cfg.trainer.sample_every_n_steps:
+        module.preview_decoder = (preview_tokenizer(cfg, data.cache.meta),)
     trainer = build_trainer(cfg.trainer, cfg.out_dir)
     trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume), weights_only=True)
     last = Path(cfg.out_dir) / "checkpoints" / LAST_CHECKPOINT
@@ -151,3 +168,18 @@ def train_generator(cfg: GeneratorTrainConfig, resume: bool = False) -> Path:
     return last
 
 
+
+
+def preview_tokenizer(cfg: GeneratorTrainConfig, cache_meta: dict) -> VideoTokenizer:
+    """The tokenizer that decodes preview samples: ``data.tokenizer``, else the one the cache records.
+
+    It must be the tokenizer that made the cache (same fingerprint), or the previews would be noise.
+    """
+    path = cfg.data.tokenizer or cache_meta.get("source", {}).get("tokenizer")
+    key = "data.tokenizer" if cfg.data.tokenizer else "the token cache's source.tokenizer (set data.tokenizer)"
+    if not path or not Path(path).is_file():
+        raise ConfigError(f"trainer.sample_every_n_steps needs the tokenizer to decode samples: {key} = {path!r} is not a file")
+    tokenizer = load_tokenizer(path)
+    if tokenizer_fingerprint(tokenizer) != cache_meta["tokenizer_fingerprint"]:
+        raise ConfigError(f"{key} = {path}: this tokenizer did not make the token cache {cfg.data.tokens} (fingerprints differ)")
+    return tokenizer

@@ -121,17 +121,15 @@ class TokenizerModule(L.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.ema_updates.update(self.ema, self.tokenizer, self.global_step)
-        every = self.cfg.loss.log_videos_every_n_steps
-        if every and self.global_step % every == 0 and self.trainer.is_global_zero:
-            self._write_reconstruction(batch[0][:1])
 
-    def _write_reconstruction(self, video: torch.Tensor) -> None:
-        from navid.data.video_io import tensor_to_frames, write_video
+    # ------------------------------------------------------------------ previews
+    preview_name = "reconstructions"
 
+    def preview_clips(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Up to two clips of ``batch``, each as original | EMA reconstruction: (N, C, T, H, 2W)."""
+        video = batch[0][:2]
         recon = self.ema.decode(self.ema.encode(video))
-        side = torch.cat([video, recon], dim=-1)[0]  # (C, T, H, 2W): original | reconstruction
-        out = Path(self.trainer.default_root_dir) / "reconstructions" / f"step{self.global_step:07d}.gif"
-        write_video(out, tensor_to_frames(side), fps=8)
+        return torch.cat([video, recon], dim=-1)
 
     # --------------------------------------------------------------- validation
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

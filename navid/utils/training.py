@@ -7,6 +7,7 @@ place makes checkpoints crash-safe; one place stops on a non-finite loss.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from pathlib import Path
@@ -15,11 +16,12 @@ from typing import Any, Iterable, Optional
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from navid.config import OptimConfig, TrainerConfig
+from navid.config import ConfigError, OptimConfig, TrainerConfig
 from navid.utils.atomic import atomic_path
+from navid.utils.previews import PreviewVideos
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -95,8 +97,19 @@ class StopOnNonFiniteLoss(Callback):
             )
 
 
+def make_logger(cfg: TrainerConfig, out_dir: Path) -> Logger:
+    """The ``trainer.logger`` logger, writing under ``out_dir/logs/version_N``."""
+    if cfg.logger == "tensorboard":
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("key 'trainer.logger': 'tensorboard' needs the tensorboard package; "
+                              "install it with: pip install 'navid[tensorboard]' (or use trainer.logger=csv)")
+        return TensorBoardLogger(save_dir=str(out_dir), name="logs")
+    return CSVLogger(save_dir=str(out_dir), name="logs")
+
+
 def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Iterable[Callback] = ()) -> L.Trainer:
-    """A Trainer writing CSV logs and crash-safe checkpoints (``last.ckpt``) under ``out_dir``."""
+    """A Trainer with the configured logger, crash-safe checkpoints (``last.ckpt``), the
+    non-finite loss stop and, if ``sample_every_n_steps`` is set, preview videos, all under ``out_dir``."""
     out = Path(out_dir)
     checkpoint = ModelCheckpoint(
         dirpath=out / "checkpoints",
@@ -109,6 +122,8 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
         save_last=True,
     )
     all_callbacks = [checkpoint, StopOnNonFiniteLoss(), *callbacks]
+    if cfg.sample_every_n_steps:
+        all_callbacks.append(PreviewVideos(cfg.sample_every_n_steps, out))
     if cfg.progress_bar:
         all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, cfg.log_every_n_steps)))
     return L.Trainer(
@@ -126,7 +141,7 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
         check_val_every_n_epoch=None,
         limit_val_batches=cfg.limit_val_batches,
         callbacks=all_callbacks,
-        logger=CSVLogger(save_dir=str(out), name="logs"),
+        logger=make_logger(cfg, out),
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=cfg.progress_bar,
         default_root_dir=str(out),
