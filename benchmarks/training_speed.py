@@ -159,7 +159,9 @@ def _merge_results(label: str, rows: list[dict], machine: dict) -> None:
     lines = [
         "Training steps/s through the real Lightning loop (warm-up steps excluded), tiny configs on CPU.",
         "The machine is shared by several people, so differences of a few percent are noise; `load` is",
-        "the 1/5/15-minute load average when the run finished.",
+        "the 1/5/15-minute load average when the run finished. On a CPU a host sync costs almost nothing",
+        "(host and device are the same), so before/after rows here can only show that removing the per-step",
+        "syncs costs no speed; the gain is on GPUs, where each sync stalls the launch queue.",
         "",
         *markdown_table(
             ["label", "model", "batch", "precision", "accumulate", "log every", "steps/s", "timed steps", "threads", "load"],
