@@ -51,11 +51,19 @@ def test_quantizers_stay_fp32_and_exact_under_bf16_autocast(make):
 
 
 def test_tokenizer_trains_in_bf16_mixed(tmp_path):
+    # Seed 1 hit torch's intermittent oneDNN bf16 conv3d gradient bug (navid.utils.training.
+    # CpuBf16WithoutOneDnn) in 5 of 8 seeds tried; with oneDNN off during bf16 fits it trains.
+    torch.manual_seed(1)
     cfg = small_tokenizer_config(tmp_path, "trainer.max_steps=3", "trainer.precision=bf16-mixed", "trainer.log_every_n_steps=1")
     module = TokenizerModule(cfg)
+    onednn_before = torch.backends.mkldnn.enabled
+    onednn_during = set()
+    handle = module.tokenizer.encoder.register_forward_hook(lambda *_: onednn_during.add(torch.backends.mkldnn.enabled))
     with OutputDtypes(nn.Conv3d) as convs:
         build_trainer(cfg.trainer, tmp_path).fit(module, train_dataloaders=clip_loader(cfg, 6))
+    handle.remove()
     assert torch.bfloat16 in convs.seen  # the convolutions really ran under autocast
+    assert onednn_during == {False} and torch.backends.mkldnn.enabled == onednn_before
     assert module.trainer.global_step == 3
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in module.tokenizer.parameters())
     metrics = module.trainer.logged_metrics
