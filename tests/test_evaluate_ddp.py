@@ -7,28 +7,15 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
-from generator_helpers import make_tokenizer, tiny_overrides
-from navid.cli import main
-from navid.data.token_cache import write_token_cache
+from generator_helpers import synthetic_generator
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """(dataset root, generator ckpt, tokenizer): 2 classes x 3 train videos of 20 frames (one 16-frame chunk each)."""
-    from navid.data.synthetic import synthesize_dataset
-    from navid.data.ucf101 import load_index
-
-    root = tmp_path_factory.mktemp("evalddp")
-    data = synthesize_dataset(root / "data", classes=2, videos_per_class=4, frames=20, size=64, progress=False)
-    names = load_index(data, "train").class_names
-    tokenizer, fingerprint = make_tokenizer(root / "tokenizer.pt")
-    tokens = np.random.default_rng(0).integers(0, 16, size=(4, 4, 4, 4))
-    cache = write_token_cache(root / "cache", tokens, np.arange(4) % 2, vocab_size=16, class_names=names, tokenizer_fingerprint=fingerprint)
-    assert main(["train", *tiny_overrides(cache, root / "run", steps=2)]) == 0
-    return data, root / "run" / "checkpoints" / "last.ckpt", tokenizer
+    return synthetic_generator(tmp_path_factory.mktemp("evalddp"), videos_per_class=4)
 
 
 def test_generated_and_real_clips_reach_the_features_as_uint8(setup):
@@ -48,7 +35,8 @@ def test_generated_and_real_clips_reach_the_features_as_uint8(setup):
         seen.append(video)
         return video.mean(dim=(2, 3, 4)).double().numpy()
 
-    report = evaluate_generator(model, schedule, load_tokenizer(tokenizer), real, SamplingConfig(seed=0), 2, features, progress=False)
+    tokenizer = load_tokenizer(tokenizer)
+    report = evaluate_generator(model, schedule, tokenizer, real, SamplingConfig(seed=0), 2, features, progress=False)
     assert report["num_generated"] == report["num_real"] == 4 and len(seen) == 4  # 2 real + 2 generated batches
     for video in seen:  # on the 256 levels of uint8 frames: what frames_to_tensor gives (test_fvd_protocol)
         assert torch.equal(quantize_uint8(video), video)
@@ -67,8 +55,10 @@ def _evaluate(argv_prefix: list[str], setup, out, extra: list[str]) -> dict:
 @pytest.mark.slow
 def test_two_ranks_under_torchrun_score_like_one_process(setup, tmp_path):
     # `python -m torch.distributed.run` is the `torchrun` console script, without depending on PATH.
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "navid.cli"]
-    one = _evaluate([sys.executable, "-m", "navid.cli"], setup, tmp_path / "one.json", [])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    torchrun += ["-m", "navid.cli"]
+    single = [sys.executable, "-m", "navid.cli"]
+    one = _evaluate(single, setup, tmp_path / "one.json", [])
     two = _evaluate(torchrun, setup, tmp_path / "two.json", ["--stats-cache", str(tmp_path / "stats")])
     assert one["world_size"] == 1 and two["world_size"] == 2
     assert one["real_clips"]["protocol"] == "nar" and one["real_clips"]["seed"] == 42
@@ -79,6 +69,6 @@ def test_two_ranks_under_torchrun_score_like_one_process(setup, tmp_path):
     assert two["fvd"] == pytest.approx(one["fvd"], rel=1e-9)
     assert two["kvd"] == pytest.approx(one["kvd"], rel=1e-9, abs=1e-12)
     # The real features cached by the 2-rank run serve a 1-process run (same protocol, same chunks).
-    again = _evaluate([sys.executable, "-m", "navid.cli"], setup, tmp_path / "again.json", ["--stats-cache", str(tmp_path / "stats")])
+    again = _evaluate(single, setup, tmp_path / "again.json", ["--stats-cache", str(tmp_path / "stats")])
     assert again["fvd"] == pytest.approx(one["fvd"], rel=1e-9)
     assert [p.name.split("-")[1] for p in (tmp_path / "stats").iterdir()] == ["nar"]

@@ -26,7 +26,8 @@ VIDEOS = [
 
 def _frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
     """Frame t is a flat grey of level 4 t (MJPEG keeps flat frames to within a level or two)."""
-    return np.repeat(np.arange(count, dtype=np.uint8)[:, None, None, None] * 4, height * width * 3).reshape(count, height, width, 3)
+    levels = np.arange(count, dtype=np.uint8) * 4  # (T,)
+    return np.broadcast_to(levels[:, None, None, None], (count, height, width, 3)).copy()
 
 
 @pytest.fixture(scope="module")

@@ -45,14 +45,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--fold", type=int, default=1, choices=(1, 2, 3))
     evaluate.add_argument(
         "--protocol", default="nar", choices=("nar",),
-        help="real clips: nar = distinct non-overlapping 16-frame chunks of the split, drawn as NAR/LARP do (docs/fvd.md)",
+        help="real clips: nar = distinct non-overlapping 16-frame chunks of the split, as NAR/LARP (docs/fvd.md)",
     )
     # ``--num-clips`` spells the same option in a way torchrun's own parser does not mistake for its ``--numa-binding``.
-    evaluate.add_argument("--num", "--num-clips", dest="num", type=int, default=10000, help="generated clips = real clips (papers: 10000 or 2048)")
-    evaluate.add_argument("--real-seed", type=int, default=42, help="seed drawing the real chunks (the reference code's: 42)")
-    evaluate.add_argument("--allow-repeats", action="store_true", help="allow --num above the split's number of distinct chunks")
+    evaluate.add_argument(
+        "--num", "--num-clips", dest="num", type=int, default=10000, help="generated clips = real clips (papers: 10000)"
+    )
+    evaluate.add_argument("--real-seed", type=int, default=42, help="seed drawing the real chunks (reference code: 42)")
+    evaluate.add_argument("--allow-repeats", action="store_true", help="allow --num above the split's distinct chunks")
     evaluate.add_argument("--num-workers", type=int, default=4, help="processes decoding real clips")
-    evaluate.add_argument("--stats-cache", help="folder caching the real clips' I3D features (keyed by protocol, data, chunks, detector)")
+    evaluate.add_argument("--stats-cache", help="folder caching real I3D features (keyed by protocol and chunks)")
     evaluate.add_argument("--json", help="write the report here (refused if it exists, unless --overwrite)")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     evaluate.set_defaults(func=run_evaluate)
@@ -257,7 +259,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     }
     cache_key = {**real_clips, "chunks_sha256": draw.fingerprint(), "features": provenance}
     report = evaluate_generator(
-        model, schedule, tokenizer, real, sampling, args.batch_size, features, args.stats_cache, cache_key, args.num_workers
+        model, schedule, tokenizer, real, sampling, args.batch_size, features, args.stats_cache, cache_key,
+        args.num_workers,
     )
     report.update({
         "protocol": PROTOCOL, "generator": str(args.generator), "tokenizer": str(args.tokenizer),
@@ -268,8 +271,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if rank_world()[0] == 0:
         if args.json:
             write_json_atomic(args.json, report)
-        print(f"FVD {report['fvd']:.2f}  KVD {report['kvd']:.4f}  ({args.num} generated vs {args.num} real {args.split} chunks, "
-              f"protocol {PROTOCOL}, cfg {args.cfg})")
+        print(f"FVD {report['fvd']:.2f}  KVD {report['kvd']:.4f}  ({args.num} generated vs {args.num} real "
+              f"{args.split} chunks, protocol {PROTOCOL}, cfg {args.cfg})")
         nearest = report["per_class_fvd"]["own_class_nearest"]
         if nearest is not None:
             print(f"per-class FVD: {nearest:.0%} of generated classes are nearest their own real class")

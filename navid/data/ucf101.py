@@ -147,7 +147,7 @@ def load_index(root: str | os.PathLike, split: str = "train", fold: int = 1) -> 
 
 
 def resize_crop(video: torch.Tensor, resolution: int) -> torch.Tensor:
-    """``(T, C, H, W)`` float: resize the shorter side to ``resolution`` (antialiased bilinear), then centre-crop square.
+    """``(T, C, H, W)`` float: shorter side to ``resolution`` (antialiased bilinear), then a centred square crop.
 
     The arithmetic is torchvision's ``Resize(resolution, antialias=True)`` + ``CenterCrop(resolution)``,
     which LARP and NAR apply to their training clips and to the real clips of their FVD: the longer

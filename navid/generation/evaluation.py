@@ -93,7 +93,8 @@ def rank_batches(total: int, batch_size: int) -> list[range]:
     The batches (and so every batched computation) are the same for any number of ranks.
     """
     rank, world = rank_world()
-    return [range(k * batch_size, min((k + 1) * batch_size, total)) for k in range(rank, -(-total // batch_size), world)]
+    num_batches = -(-total // batch_size)
+    return [range(k * batch_size, min((k + 1) * batch_size, total)) for k in range(rank, num_batches, world)]
 
 
 def per_class_fvd(gen_features: np.ndarray, gen_labels: np.ndarray, real_features: np.ndarray, real_labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -140,12 +141,13 @@ def _gather_batches(mine: list[np.ndarray]) -> np.ndarray:
 
 
 def _real_features(real, indices: np.ndarray, features: Callable, batch_size: int, num_workers: int, progress: bool) -> np.ndarray:
-    """Features (len(indices), D) of the real clips ``indices``; each rank decodes its batches of :func:`rank_batches`."""
+    """Features (len(indices), D) of the real clips ``indices``; each rank decodes its :func:`rank_batches`."""
     from torch.utils.data import DataLoader
 
     batches = [indices[b].tolist() for b in rank_batches(len(indices), batch_size)]
     loader = DataLoader(real, batch_sampler=batches, num_workers=num_workers)
-    out = [features(video) for video, _ in tqdm(loader, desc="real clips", disable=not progress or rank_world()[0] != 0)]
+    bar = tqdm(loader, desc="real clips", disable=not progress or rank_world()[0] != 0)
+    out = [features(video) for video, _ in bar]
     return _gather_batches(out)
 
 
@@ -177,7 +179,9 @@ def evaluate_generator(
     rank, world = rank_world()
     device = next(model.parameters()).device
     num = len(real)
-    real_feats = reference_features(real, np.arange(num), features, batch_size, stats_cache, cache_key, num_workers, progress)
+    real_feats = reference_features(
+        real, np.arange(num), features, batch_size, stats_cache, cache_key, num_workers, progress
+    )
     real_labels = np.asarray(real.labels)  # generated clip i takes real clip i's label
     labels = torch.as_tensor(real_labels, device=device)
 
@@ -185,7 +189,8 @@ def evaluate_generator(
     mine = rank_batches(num, batch_size)
     for rows in tqdm(mine, desc="generated clips", disable=not progress or rank != 0):
         generator = torch.Generator(device=device).manual_seed(batch_seed(sampling.seed, rows.start // batch_size))
-        (batch,) = generate_batches(model, schedule, tokenizer, labels[rows.start : rows.stop], sampling, batch_size, generator)
+        batch_labels = labels[rows.start : rows.stop]  # (B,)
+        (batch,) = generate_batches(model, schedule, tokenizer, batch_labels, sampling, batch_size, generator)
         gen_parts.append(features(quantize_uint8(batch.video)))
         seconds += batch.seconds
     gen_feats = _gather_batches(gen_parts)

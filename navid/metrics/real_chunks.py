@@ -76,7 +76,8 @@ class ChunkDraw:
 
     def records(self) -> list[dict]:
         """``{"video": path relative to the dataset's video folder, "start": first frame}`` per drawn chunk."""
-        return [{"video": chunk.video.relative_to(self.index.video_dir).as_posix(), "start": chunk.start} for chunk in self.chunks]
+        root = self.index.video_dir
+        return [{"video": chunk.video.relative_to(root).as_posix(), "start": chunk.start} for chunk in self.chunks]
 
     def fingerprint(self) -> str:
         """SHA-256 of the drawn chunk list (and their frame count): equal exactly when the real clips are."""
@@ -124,7 +125,9 @@ def enumerate_chunks(
             continue
         chunks.extend(Chunk(path, k * num_frames, label) for k in range(m["num_frames"] // num_frames))
     if skipped:
-        warnings.warn(f"{split}list0{fold}: {len(skipped)} unreadable files left out of the FVD chunks:\n  " + "\n  ".join(skipped), stacklevel=2)
+        listing = "\n  ".join(skipped)
+        message = f"{split}list0{fold}: {len(skipped)} unreadable files left out of the chunks:\n  {listing}"
+        warnings.warn(message, stacklevel=2)
     if not chunks:
         raise ValueError(f"{root}: no video of {split}list0{fold} has {num_frames} readable frames")
     log.info("%s list %d: %d chunks of %d frames from %d videos", split, fold, len(chunks), num_frames, len(videos))
@@ -144,8 +147,8 @@ def draw_order(num_available: int, num: int, seed: int, allow_repeats: bool = Fa
         return rng.sample(range(num_available), num)
     if not allow_repeats:
         raise ValueError(
-            f"{num} real clips requested but the split has only {num_available} distinct {'chunk' if num_available == 1 else 'chunks'}; "
-            f"ask for at most {num_available} or pass --allow-repeats"
+            f"{num} real clips requested but the split has only {num_available} distinct "
+            f"{'chunk' if num_available == 1 else 'chunks'}; ask for at most {num_available} or pass --allow-repeats"
         )
     order: list[int] = []
     while len(order) < num:
@@ -157,7 +160,7 @@ def draw_chunks(
     root: str | os.PathLike, num: Optional[int], seed: int = DEFAULT_SEED, split: str = "train", fold: int = 1,
     num_frames: int = 16, allow_repeats: bool = False, cache_dir: Optional[str | os.PathLike] = None,
 ) -> ChunkDraw:
-    """The protocol's real chunks of ``root``: ``num`` drawn with ``seed``, or all of them (in order) when ``num`` is None."""
+    """The protocol's real chunks of ``root``: ``num`` drawn with ``seed``, or all (in order) when ``num`` is None."""
     index = enumerate_chunks(root, split, fold, num_frames, cache_dir)
     order = list(range(len(index.chunks))) if num is None else draw_order(len(index.chunks), num, seed, allow_repeats)
     return ChunkDraw(index, order, seed)
@@ -180,7 +183,8 @@ class ChunkClips(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         chunk = self.chunks[i]
-        frames = read_video(chunk.video, list(range(chunk.start, chunk.start + self.num_frames)), self.backend)  # (T, H, W, 3)
+        indices = list(range(chunk.start, chunk.start + self.num_frames))
+        frames = read_video(chunk.video, indices, self.backend)  # (T, H, W, 3) uint8
         video = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # (T, 3, H, W) in [0, 255]
         video = resize_crop(video, self.resolution).clamp(0, 255).round().to(torch.uint8)
         return frames_to_tensor(video.permute(0, 2, 3, 1)), torch.tensor(chunk.label, dtype=torch.int64)  # (C, T, H, W)

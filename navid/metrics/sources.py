@@ -47,8 +47,10 @@ def source_stats(src: str | Path, detector: torch.nn.Module, options: SourceOpti
         return FeatureStats.load(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such folder or .npz statistics file")
-    provenance = {"detector_sha256": getattr(detector, "weights_sha256", ""), "resize": RESIZE_METHOD, "frames": options.frames,
-                  "stride": 1, "source": str(src)}
+    provenance = {
+        "detector_sha256": getattr(detector, "weights_sha256", ""), "resize": RESIZE_METHOD, "frames": options.frames,
+        "stride": 1, "source": str(src),
+    }
     if is_ucf101_root(src):
         feats, extra = _chunk_features(src, detector, options)
     else:
@@ -57,12 +59,14 @@ def source_stats(src: str | Path, detector: torch.nn.Module, options: SourceOpti
 
 
 def _chunk_features(root: Path, detector: torch.nn.Module, options: SourceOptions) -> tuple[torch.Tensor, dict]:
-    draw = draw_chunks(root, options.num, options.seed, options.split, options.fold, options.frames, options.allow_repeats)
+    o = options
+    draw = draw_chunks(root, o.num, o.seed, o.split, o.fold, o.frames, o.allow_repeats)
     if len(draw.order) < 2:
         raise ValueError(f"{root}: fewer than 2 chunks of {options.frames} frames ({len(draw.order)})")
-    loader = DataLoader(ChunkClips(draw, options.resolution), batch_size=options.batch_size)
-    feats = [extract_features(detector, video, options.batch_size) for video, _ in tqdm(loader, desc=f"I3D features {root.name}", unit="batch")]
-    extra = {"split": options.split, "fold": options.fold, "resolution": options.resolution, **draw.report()}
+    loader = DataLoader(ChunkClips(draw, o.resolution), batch_size=o.batch_size)
+    batches = tqdm(loader, desc=f"I3D features {root.name}", unit="batch")
+    feats = [extract_features(detector, video, o.batch_size) for video, _ in batches]
+    extra = {"split": o.split, "fold": o.fold, "resolution": o.resolution, **draw.report()}
     return torch.cat(feats), extra
 
 
