@@ -218,9 +218,10 @@ def reference_features(
 ) -> np.ndarray:
     """Features (len(indices), D) of the real clips ``indices`` of ``real``.
 
-    Features are cached in ``stats_cache`` under a hash of ``cache_key`` (the split, the clip
-    shape, the number of clips, the seed and the feature extractor's provenance), so several
-    models (or a model and a baseline) are scored against the same real clips for one pass.
+    Features are cached in ``stats_cache`` as ``real-<protocol>-<hash of cache_key>.npz``; the key
+    names the real clips (protocol, data, chunks) and the feature extractor, never the model or the
+    ranks, so several models, runs and ranks are scored against the same real clips for one pass.
+    A cached file whose stored key differs is an error, not a silent reuse.
     """
     from navid.metrics.fvd import FeatureStats
 
