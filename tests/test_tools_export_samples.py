@@ -56,7 +56,9 @@ def test_real_clips_as_navid_evaluate_draws_them(synth_root, tmp_path):
     assert mp4.shape == expected.shape
     for i in range(len(expected)):
         assert psnr(mp4[i], expected[i]) > 28
-        others = [psnr(mp4[i], expected[j]) for j in range(len(expected)) if not np.array_equal(expected[j], expected[i])]
+        others = [
+            psnr(mp4[i], expected[j]) for j in range(len(expected)) if not np.array_equal(expected[j], expected[i])
+        ]
         assert all(p < psnr(mp4[i], expected[i]) for p in others)
 
     manifest = json.loads((out / "clips.json").read_text())
@@ -93,7 +95,12 @@ def test_video_folder_and_npz_round_trip(fixtures_dir, tmp_path):
     with np.load(tmp_path / "npz" / "clips.npz") as npz:
         assert np.array_equal(npz["arr_0"], np.stack([source, source])) and "arr_1" not in npz
 
-    assert ex.main(["--npz", str(tmp_path / "npz" / "clips.npz"), "--out", str(tmp_path / "png"), "--layout", "png", "npz"]) == 0
+    assert (
+        ex.main(
+            ["--npz", str(tmp_path / "npz" / "clips.npz"), "--out", str(tmp_path / "png"), "--layout", "png", "npz"]
+        )
+        == 0
+    )
     assert np.array_equal(read_png_layout(tmp_path / "png"), np.stack([source, source]))
     with np.load(tmp_path / "png" / "clips.npz") as npz:
         assert np.array_equal(npz["arr_0"], np.stack([source, source]))

@@ -23,8 +23,13 @@ from navid.tokenizer.config import TokenizerTrainConfig
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = sorted((REPO / "tools" / "slurm").glob("*.sbatch"))
 SCHEMAS = {"train": GeneratorTrainConfig, "train-tokenizer": TokenizerTrainConfig}
-JOB = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu-[01-04]", "SLURM_NNODES": "4", "SLURM_GPUS_ON_NODE": "8",
-       "SLURM_CPUS_PER_TASK": "64"}
+JOB = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NODELIST": "gpu-[01-04]",
+    "SLURM_NNODES": "4",
+    "SLURM_GPUS_ON_NODE": "8",
+    "SLURM_CPUS_PER_TASK": "64",
+}
 HOSTS = ["gpu-01", "gpu-02", "gpu-03", "gpu-04"]
 WAIT_S = 60  # generous: only bounds a hang, the test never measures time
 
@@ -52,8 +57,13 @@ def job(tmp_path):
         (bin_dir / name).write_text(STUB)
         (bin_dir / name).chmod(0o755)
     log = tmp_path / "calls.jsonl"
-    env = {**os.environ, **JOB, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_SUBMIT_DIR": str(REPO),
-           "STUB_LOG": str(log)}
+    env = {
+        **os.environ,
+        **JOB,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_SUBMIT_DIR": str(REPO),
+        "STUB_LOG": str(log),
+    }
     for key in ("MASTER_ADDR", "MASTER_PORT", "GPUS_PER_NODE", "OMP_NUM_THREADS", "SLURM_RESTART_COUNT", "NAVID_VENV"):
         env.pop(key, None)
 
@@ -65,7 +75,9 @@ def job(tmp_path):
 
 
 def run_template(template: Path, env: dict, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(template), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=WAIT_S)
+    return subprocess.run(
+        ["bash", str(template), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=WAIT_S
+    )
 
 
 def navid_command(srun_argv: list[str]) -> tuple[object, object]:
@@ -129,8 +141,14 @@ def test_usr1_requeues_and_waits_for_the_step(job, tmp_path):
     env, calls = job
     release = tmp_path / "release"
     env = {**env, "STUB_RELEASE": str(release), "OUT_DIR": str(tmp_path / "run")}
-    proc = subprocess.Popen(["bash", str(REPO / "tools/slurm/train_generator.sbatch")], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["bash", str(REPO / "tools/slurm/train_generator.sbatch")],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for(lambda: calls("srun"))  # the step runs and the trap is installed
         proc.send_signal(signal.SIGUSR1)

@@ -26,7 +26,8 @@ source's settings; its presence means the export finished.
 
 Example, both sides of a 2,048-clip FVD::
 
-    python tools/export_samples.py --tokens samples/tokens.pt --tokenizer runs/tok/tokenizer.pt --out export/fake --layout png
+    python tools/export_samples.py --tokens samples/tokens.pt --tokenizer runs/tok/tokenizer.pt \
+        --out export/fake --layout png
     python tools/export_samples.py --ucf101 /data/ucf101 --num 2048 --resolution 128 --out export/real --layout png
 """
 
@@ -66,7 +67,9 @@ class ClipSource:
         return len(self.origins)
 
 
-def from_tokens(tokens_path: str | Path, tokenizer_path: str | Path, batch_size: int = 16, device: str = "cpu") -> ClipSource:
+def from_tokens(
+    tokens_path: str | Path, tokenizer_path: str | Path, batch_size: int = 16, device: str = "cpu"
+) -> ClipSource:
     """The clips of ``navid sample``'s ``tokens.pt``, decoded by ``tokenizer_path``."""
     import torch
 
@@ -78,7 +81,10 @@ def from_tokens(tokens_path: str | Path, tokenizer_path: str | Path, batch_size:
     tokens = data["tokens"]  # (N, T', H', W') int64
     tokenizer = load_tokenizer(tokenizer_path, map_location=device)
     if int(tokens.max()) >= tokenizer.vocab_size:
-        raise ValueError(f"{tokens_path}: token {int(tokens.max())} is outside the vocabulary ({tokenizer.vocab_size}) of {tokenizer_path}")
+        raise ValueError(
+            f"{tokens_path}: token {int(tokens.max())} is outside the vocabulary "
+            f"({tokenizer.vocab_size}) of {tokenizer_path}"
+        )
 
     def clips() -> Iterator[np.ndarray]:
         for lo in range(0, len(tokens), batch_size):
@@ -87,13 +93,25 @@ def from_tokens(tokens_path: str | Path, tokenizer_path: str | Path, batch_size:
 
     labels = data.get("labels")
     return ClipSource(
-        clips, [f"{tokens_path}[{i}]" for i in range(len(tokens))], None if labels is None else labels.numpy().astype(np.int64),
-        data.get("class_names"), {"tokens": str(tokens_path), "tokenizer": str(tokenizer_path)},
+        clips,
+        [f"{tokens_path}[{i}]" for i in range(len(tokens))],
+        None if labels is None else labels.numpy().astype(np.int64),
+        data.get("class_names"),
+        {"tokens": str(tokens_path), "tokenizer": str(tokenizer_path)},
     )
 
 
-def from_ucf101(root: str | Path, num: int, seed: int = 0, split: str = "train", fold: int = 1, num_frames: int = 16,
-                resolution: int = 128, batch_size: int = 16, num_workers: int = 0) -> ClipSource:
+def from_ucf101(
+    root: str | Path,
+    num: int,
+    seed: int = 0,
+    split: str = "train",
+    fold: int = 1,
+    num_frames: int = 16,
+    resolution: int = 128,
+    batch_size: int = 16,
+    num_workers: int = 0,
+) -> ClipSource:
     """The ``num`` real clips ``navid evaluate --seed seed`` draws from ``split`` (same choice, same pixels)."""
     from torch.utils.data import DataLoader, Subset
 
@@ -108,10 +126,19 @@ def from_ucf101(root: str | Path, num: int, seed: int = 0, split: str = "train",
         for video, _ in loader:  # (B, C, T, H, W) in [-1, 1], from uint8 pixels
             yield from (tensor_to_frames(v) for v in video)
 
-    settings = {"ucf101": str(root), "split": split, "fold": fold, "num": num, "seed": seed, "num_frames": num_frames,
-                "resolution": resolution}
+    settings = {
+        "ucf101": str(root),
+        "split": split,
+        "fold": fold,
+        "num": num,
+        "seed": seed,
+        "num_frames": num_frames,
+        "resolution": resolution,
+    }
     origins = [str(real.clips[i]) for i in indices]
-    return ClipSource(clips, origins, np.asarray(real.labels, dtype=np.int64)[indices], list(real.class_names), settings)
+    return ClipSource(
+        clips, origins, np.asarray(real.labels, dtype=np.int64)[indices], list(real.class_names), settings
+    )
 
 
 def from_videos(folder: str | Path, frames: Optional[int] = None) -> ClipSource:
@@ -139,7 +166,9 @@ def from_npz(path: str | Path) -> ClipSource:
         labels = data["arr_1"].astype(np.int64) if "arr_1" in data else None
     if videos.dtype != np.uint8 or videos.ndim != 5 or videos.shape[-1] != 3:
         raise ValueError(f"{path}: arr_0 must be uint8 (N, T, H, W, 3), got {videos.dtype} {videos.shape}")
-    return ClipSource(lambda: iter(videos), [f"{path}[{i}]" for i in range(len(videos))], labels, settings={"npz": str(path)})
+    return ClipSource(
+        lambda: iter(videos), [f"{path}[{i}]" for i in range(len(videos))], labels, settings={"npz": str(path)}
+    )
 
 
 class NpzWriter:
@@ -159,12 +188,17 @@ class NpzWriter:
         if self.shape is None:
             self.shape = frames.shape
             self._array = self.archive.open("arr_0.npy", "w", force_zip64=True)
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-                      "shape": (self.num_clips, *self.shape)}
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                "fortran_order": False,
+                "shape": (self.num_clips, *self.shape),
+            }
             np.lib.format.write_array_header_1_0(self._array, header)
         if frames.shape != self.shape:
-            raise ValueError(f"{origin}: clip shape {frames.shape} differs from the first clip's {self.shape}; "
-                             "the npz layout needs equal shapes (use --frames, or the mp4/png layouts)")
+            raise ValueError(
+                f"{origin}: clip shape {frames.shape} differs from the first clip's {self.shape}; "
+                "the npz layout needs equal shapes (use --frames, or the mp4/png layouts)"
+            )
         self._array.write(np.ascontiguousarray(frames, dtype=np.uint8).tobytes())
         self.count += 1
 
@@ -185,7 +219,10 @@ class NpzWriter:
 @contextlib.contextmanager
 def npz_writer(path: Path, num_clips: int, labels: Optional[np.ndarray]) -> Iterator[NpzWriter]:
     """An :class:`NpzWriter` whose file appears at ``path`` only when all ``num_clips`` clips were added."""
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+    with (
+        atomic_path(path) as tmp,
+        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive,
+    ):
         writer = NpzWriter(archive, num_clips)
         try:
             yield writer
@@ -201,7 +238,9 @@ def write_png_frames(folder: Path, frames: np.ndarray) -> None:
             Image.fromarray(frame).save(tmp, format="PNG")
 
 
-def export(source: ClipSource, out: str | Path, layouts: Sequence[str], fps: float = 8.0, overwrite: bool = False) -> Path:
+def export(
+    source: ClipSource, out: str | Path, layouts: Sequence[str], fps: float = 8.0, overwrite: bool = False
+) -> Path:
     """Write every clip of ``source`` in ``layouts`` under ``out``, then the manifest; returns ``out``."""
     unknown = sorted(set(layouts) - set(LAYOUTS))
     if unknown or not layouts:
@@ -220,25 +259,35 @@ def export(source: ClipSource, out: str | Path, layouts: Sequence[str], fps: flo
             if npz is not None:
                 npz.add(frames, origin)
     names = source.class_names
-    write_json_atomic(out / MANIFEST, {
-        "num_clips": len(source),
-        "shapes": sorted(list(s) for s in shapes),
-        "layouts": {"mp4": "videos/<index>.mp4", "png": "frames/<index>/<frame>.png", "npz": NPZ_NAME},
-        "written": list(layouts),
-        "source": source.settings,
-        "class_names": names,
-        "clips": [
-            {"index": i, "origin": origin, **({} if source.labels is None else {"label": int(source.labels[i])}),
-             **({} if source.labels is None or names is None else {"class": names[int(source.labels[i])]})}
-            for i, origin in enumerate(source.origins)
-        ],
-    })
+    write_json_atomic(
+        out / MANIFEST,
+        {
+            "num_clips": len(source),
+            "shapes": sorted(list(s) for s in shapes),
+            "layouts": {"mp4": "videos/<index>.mp4", "png": "frames/<index>/<frame>.png", "npz": NPZ_NAME},
+            "written": list(layouts),
+            "source": source.settings,
+            "class_names": names,
+            "clips": [
+                {
+                    "index": i,
+                    "origin": origin,
+                    **({} if source.labels is None else {"label": int(source.labels[i])}),
+                    **({} if source.labels is None or names is None else {"class": names[int(source.labels[i])]}),
+                }
+                for i, origin in enumerate(source.origins)
+            ],
+        },
+    )
     return out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See the module docstring for the layouts.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="See the module docstring for the layouts.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--tokens", help="tokens.pt written by navid sample (needs --tokenizer)")
     src.add_argument("--ucf101", help="UCF-101-layout root: the real clips navid evaluate draws")
@@ -250,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the mp4 layout")
     parser.add_argument("--tokenizer", help="tokenizer checkpoint that decodes --tokens")
     parser.add_argument("--device", default="cpu", help="device decoding --tokens")
-    parser.add_argument("--num", type=int, default=2048, help="--ucf101: number of real clips (as navid evaluate --num)")
+    parser.add_argument(
+        "--num", type=int, default=2048, help="--ucf101: number of real clips (as navid evaluate --num)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="--ucf101: navid evaluate's --seed")
     parser.add_argument("--split", default="train", choices=("train", "test"), help="--ucf101: split (papers: train)")
     parser.add_argument("--fold", type=int, default=1, choices=(1, 2, 3))
@@ -268,8 +319,17 @@ def source_from_args(args: argparse.Namespace) -> ClipSource:
             raise ValueError("--tokens needs --tokenizer (the tokenizer that made the generator's token cache)")
         return from_tokens(args.tokens, args.tokenizer, args.batch_size, args.device)
     if args.ucf101:
-        return from_ucf101(args.ucf101, args.num, args.seed, args.split, args.fold, args.num_frames, args.resolution,
-                           args.batch_size, args.num_workers)
+        return from_ucf101(
+            args.ucf101,
+            args.num,
+            args.seed,
+            args.split,
+            args.fold,
+            args.num_frames,
+            args.resolution,
+            args.batch_size,
+            args.num_workers,
+        )
     if args.videos:
         return from_videos(args.videos, args.frames)
     return from_npz(args.npz)

@@ -46,7 +46,7 @@ TEXT = (20, 20, 20)
 VIRIDIS = np.array([
     (68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
     (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37),
-], dtype=np.float64)
+], dtype=np.float64)  # fmt: skip
 
 
 def title(kind: str) -> str:
@@ -149,7 +149,8 @@ class Painter:
             self.parts.append(((pixels[:, ~on_ring], tokens[:, ~on_ring]), (pixels[:, on_ring], tokens[:, on_ring])))
 
     def paint(self, picture: np.ndarray, row: int, fill: np.ndarray, ring: np.ndarray) -> None:
-        """Colour row ``row``'s cells of ``picture`` (height, width, 3): ``fill`` (N, 3) inside, ``ring`` (N, 3) on the border."""
+        """Colour row ``row``'s cells of ``picture`` (height, width, 3): ``fill`` (N, 3) inside, ``ring`` (N, 3)
+        on the border."""
         flat = picture.reshape(-1, 3)  # a view: writes land in ``picture``
         for (pixels, tokens), colours in zip(self.parts[row], (fill, ring)):
             flat[pixels] = colours[tokens]
@@ -221,14 +222,22 @@ def write_png(path: str | Path, picture: np.ndarray) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See the module docstring for details.")
-    parser.add_argument("--grid", type=int, nargs=3, default=(4, 16, 16), metavar=("T", "H", "W"), help="token grid (default 4 16 16)")
-    parser.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), help="schedules, one row each (nar, par<n>, raster)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="See the module docstring for details."
+    )
+    parser.add_argument(
+        "--grid", type=int, nargs=3, default=(4, 16, 16), metavar=("T", "H", "W"), help="token grid (default 4 16 16)"
+    )
+    parser.add_argument(
+        "--kinds", nargs="+", default=list(DEFAULT_KINDS), help="schedules, one row each (nar, par<n>, raster)"
+    )
     parser.add_argument("--png", help="write the still (each token coloured by its step) here")
     parser.add_argument("--gif", help="write the step-by-step animation here as a GIF")
     parser.add_argument("--mp4", help="write the step-by-step animation here as an MP4")
     parser.add_argument("--fps", type=float, default=12.0, help="animation frame rate (one frame per forward step)")
-    parser.add_argument("--cell", type=int, default=None, help="pixels per token (default: a panel of about 128 pixels)")
+    parser.add_argument(
+        "--cell", type=int, default=None, help="pixels per token (default: a panel of about 128 pixels)"
+    )
     return parser
 
 

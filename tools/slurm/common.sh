@@ -61,7 +61,8 @@ resume_args() {
 }
 
 requeue() {
-    echo "navid: SIGUSR1 (time limit near): requeueing job $SLURM_JOB_ID; its next start resumes from the last checkpoint"
+    echo "navid: SIGUSR1 (time limit near): requeueing job $SLURM_JOB_ID;" \
+         "its next start resumes from the last checkpoint"
     scontrol requeue "$SLURM_JOB_ID"
 }
 trap requeue USR1
@@ -81,5 +82,6 @@ run_step() {
     done
 }
 
-echo "navid: job ${SLURM_JOB_ID} start ${SLURM_RESTART_COUNT:-0} on ${SLURM_NNODES} node(s) x ${GPUS_PER_NODE} GPU(s)," \
+echo "navid: job ${SLURM_JOB_ID} start ${SLURM_RESTART_COUNT:-0}" \
+     "on ${SLURM_NNODES} node(s) x ${GPUS_PER_NODE} GPU(s)," \
      "rendezvous ${MASTER_ADDR}:${MASTER_PORT}"
