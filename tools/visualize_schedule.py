@@ -163,8 +163,9 @@ def _background(layout: Layout, headline: str, captions: Sequence[str]) -> Image
     font, small = _font(14), _font(12)
     draw.text((layout.margin, layout.margin), headline, fill=TEXT, font=font)
     for t in range(layout.grid[0]):
-        centre = layout.panel_left(t) + layout.panel_size[1] // 2
-        draw.text((centre, layout.margin + layout.header - 4), f"frame t={t}", fill=TEXT, font=small, anchor="md")
+        label = f"frame t={t}"
+        left = layout.panel_left(t) + (layout.panel_size[1] - draw.textlength(label, font=small)) / 2
+        draw.text((left, layout.margin + layout.header - 18), label, fill=TEXT, font=small)
     for row, caption in enumerate(captions):
         draw.text((layout.margin, layout.row_top(row) + 2), caption, fill=TEXT, font=font)
     return image
