@@ -11,9 +11,8 @@ import torch
 from PIL import Image
 
 from generator_helpers import make_tokenizer
-from navid.data.ucf101 import UCF101Clips
 from navid.data.video_io import read_video, tensor_to_frames
-from navid.generation.evaluation import choose_real_clips
+from navid.metrics.real_chunks import ChunkClips, draw_chunks
 from navid.tokenizer.checkpoint import load_tokenizer
 from tools import export_samples as ex
 
@@ -38,11 +37,10 @@ def test_real_clips_as_navid_evaluate_draws_them(synth_root, tmp_path):
     args = ["--ucf101", str(synth_root), "--num", "3", "--seed", "5", "--num-frames", "8", "--resolution", "32"]
     assert ex.main([*args, "--out", str(out), "--layout", "png", "npz", "mp4"]) == 0
 
-    # the same clips, pixels and labels navid evaluate --seed 5 scores, computed here through the data pipeline
-    real = UCF101Clips(synth_root, "train", 1, num_frames=8, resolution=32)
-    indices = choose_real_clips(len(real), 3, 5)
-    expected = np.stack([tensor_to_frames(real[i][0]) for i in indices])  # (3, 8, 32, 32, 3)
-    labels = np.asarray(real.labels)[indices]
+    # the same chunks, pixels and labels navid evaluate --real-seed 5 scores, computed here by the protocol's code
+    real = ChunkClips(draw_chunks(synth_root, 3, seed=5, num_frames=8), resolution=32)
+    expected = np.stack([tensor_to_frames(real[i][0]) for i in range(3)])  # (3, 8, 32, 32, 3)
+    labels = np.asarray(real.labels)
     with np.load(out / "clips.npz") as npz:
         assert npz["arr_0"].dtype == np.uint8 and np.array_equal(npz["arr_0"], expected)
         assert np.array_equal(npz["arr_1"], labels)

@@ -8,8 +8,8 @@ Sources (one per run):
   --tokens FILE --tokenizer FILE  the token grids ``navid sample`` saved (``tokens.pt``), decoded by
                                   the tokenizer: the generated clips without the MP4 compression of
                                   ``samples/videos/``
-  --ucf101 ROOT                   the real clips ``navid evaluate`` scores: ``--num`` clips of the split
-                                  drawn with ``--seed`` (evaluate's seed), centred, resized, cropped
+  --ucf101 ROOT                   the real clips ``navid evaluate`` scores: ``--num`` distinct chunks of the
+                                  split drawn with ``--seed`` (evaluate's ``--real-seed``), resized, cropped
   --videos DIR                    every video file under DIR (sorted), first ``--frames`` frames
   --npz FILE                      an ``.npz`` this tool wrote (to change its layout)
 
@@ -104,7 +104,7 @@ def from_tokens(
 def from_ucf101(
     root: str | Path,
     num: int,
-    seed: int = 0,
+    seed: int = 42,
     split: str = "train",
     fold: int = 1,
     num_frames: int = 16,
@@ -112,22 +112,22 @@ def from_ucf101(
     batch_size: int = 16,
     num_workers: int = 0,
 ) -> ClipSource:
-    """The ``num`` real clips ``navid evaluate --seed seed`` draws from ``split`` (same choice, same pixels)."""
-    from torch.utils.data import DataLoader, Subset
+    """The ``num`` real chunks ``navid evaluate --real-seed seed`` draws from ``split`` (same chunks, same pixels)."""
+    from torch.utils.data import DataLoader
 
-    from navid.data.ucf101 import UCF101Clips
-    from navid.generation.evaluation import choose_real_clips
+    from navid.metrics.real_chunks import PROTOCOL, ChunkClips, draw_chunks
 
-    real = UCF101Clips(root, split, fold, num_frames=num_frames, resolution=resolution)
-    indices = choose_real_clips(len(real), num, seed)
+    draw = draw_chunks(root, num, seed, split, fold, num_frames)
+    real = ChunkClips(draw, resolution)
 
     def clips() -> Iterator[np.ndarray]:
-        loader = DataLoader(Subset(real, indices.tolist()), batch_size=batch_size, num_workers=num_workers)
+        loader = DataLoader(real, batch_size=batch_size, num_workers=num_workers)
         for video, _ in loader:  # (B, C, T, H, W) in [-1, 1], from uint8 pixels
             yield from (tensor_to_frames(v) for v in video)
 
     settings = {
         "ucf101": str(root),
+        "protocol": PROTOCOL,
         "split": split,
         "fold": fold,
         "num": num,
@@ -135,10 +135,8 @@ def from_ucf101(
         "num_frames": num_frames,
         "resolution": resolution,
     }
-    origins = [str(real.clips[i]) for i in indices]
-    return ClipSource(
-        clips, origins, np.asarray(real.labels, dtype=np.int64)[indices], list(real.class_names), settings
-    )
+    origins = [f"{record['video']} from frame {record['start']}" for record in draw.records()]
+    return ClipSource(clips, origins, np.asarray(real.labels, dtype=np.int64), list(real.class_names), settings)
 
 
 def from_videos(folder: str | Path, frames: Optional[int] = None) -> ClipSource:
@@ -302,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--num", type=int, default=2048, help="--ucf101: number of real clips (as navid evaluate --num)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="--ucf101: navid evaluate's --seed")
+    parser.add_argument("--seed", type=int, default=42, help="--ucf101: navid evaluate's --real-seed")
     parser.add_argument("--split", default="train", choices=("train", "test"), help="--ucf101: split (papers: train)")
     parser.add_argument("--fold", type=int, default=1, choices=(1, 2, 3))
     parser.add_argument("--num-frames", type=int, default=16, help="--ucf101: frames per clip")
