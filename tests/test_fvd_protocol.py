@@ -87,6 +87,7 @@ def test_draw_is_distinct_reference_sample_and_refuses_too_many(tree, tmp_path):
     assert sorted(np.bincount(repeated, minlength=n).tolist()) == [2] * (n - 1) + [3]
 
 
+@pytest.mark.numerics
 def test_resize_crop_follows_torchvision_arithmetic():
     # A 240x320 UCF-101 frame to 128: torchvision's Resize(128) makes it 128 x int(128*320/240) = 128x170,
     # CenterCrop(128) starts at round((170-128)/2) = 21.

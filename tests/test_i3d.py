@@ -46,11 +46,13 @@ def _check_case(i3d, reference, case):
     assert labels[int(logits.argmax())] == "playing cricket"
 
 
+@pytest.mark.numerics
 def test_first_16_frames_match_reference(i3d, reference):
     _check_case(i3d, reference, "first_16_frames")
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_all_79_frames_match_reference(i3d, reference):
     _check_case(i3d, reference, "all_79_frames")
 
