@@ -95,6 +95,7 @@ class ChunkDraw:
 
 
 def is_ucf101_root(path: str | os.PathLike) -> bool:
+    """Whether ``path`` has a UCF-101 layout (a ``ucfTrainTestlist/`` inside or next to it)."""
     try:
         locate(path)
     except (ValueError, FileNotFoundError):
