@@ -33,6 +33,11 @@ class DistributedContext:
     def is_distributed(self) -> bool:
         return self.world_size > 1
 
+    def barrier(self) -> None:
+        """Wait for every rank (a no-op in one process)."""
+        if self.is_distributed:
+            dist.barrier()
+
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> ``cuda:<local_rank>`` when CUDA is present, else ``cpu``; ``cuda`` -> ``cuda:<local_rank>``."""
