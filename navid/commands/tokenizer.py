@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     rec = subparsers.add_parser("reconstruct", help="PSNR/SSIM/codebook usage of a tokenizer on held-out clips")
     _add_data_arguments(rec, default_split="test")
-    rec.add_argument("--num", type=int, default=None, help="number of clips (default: all)")
+    rec.add_argument("--num", "--num-clips", dest="num", type=int, default=None,
+                     help="number of clips (default: all; under torchrun spell it --num-clips: torchrun reads --num as its own)")
     rec.add_argument("--out", default=None, help="folder for side-by-side videos (original | reconstruction)")
     rec.add_argument("--num-videos", type=int, default=4, help="how many side-by-side videos to write")
     rec.add_argument("--fvd", action="store_true", help="also compute rFVD (needs navid.metrics.fvd)")
@@ -253,10 +255,13 @@ def run_tokenize(args: argparse.Namespace) -> int:
         todo = missing if args.max_shards is None else missing[: args.max_shards]
         if ctx.is_main and len(missing) < shards.num_shards:
             print(f"resuming {args.out}: {shards.num_shards - len(missing)} of {shards.num_shards} shards already written")
+        start = time.perf_counter()
         _encode_shards(tokenizer, _ClipsAt(ds, items), shards, todo[ctx.rank :: ctx.world_size], args, ctx)
         ctx.barrier()
         if not ctx.is_main:
             return 0
+        seconds, clips = time.perf_counter() - start, sum(len(shards.items(s)) for s in todo)
+        print(f"encoded {clips} clips in {seconds:.1f} s ({clips / seconds:.2f} clips/s over {ctx.world_size} rank(s))")
         left = len(shards.missing())
         if left:
             print(f"stopped with {left} of {shards.num_shards} shards to go; run the same command again to continue")
