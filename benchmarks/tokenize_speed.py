@@ -59,11 +59,13 @@ def main() -> None:
         tokenize_rate(tokenizer, data, Path(tmp) / "cache", 1, 2, 0, 1)  # warm-up: metadata cache, page cache
         for ranks, threads, workers in SETTINGS:
             rate = tokenize_rate(tokenizer, data, Path(tmp) / "cache", ranks, threads, workers, args.clips_per_video)
-            rows.append({"ranks": ranks, "threads_per_rank": threads, "workers_per_rank": workers, "clips_per_s": round(rate, 2)})
+            rows.append({"ranks": ranks, "threads_per_rank": threads, "workers_per_rank": workers,
+                         "clips_per_s": round(rate, 2)})
             print(rows[-1], flush=True)
     machine = machine_description()
     clips = 16 * args.clips_per_video
-    setup = (f"train split (16 videos x {args.clips_per_video} clips = {clips} clips) of 24 synthetic 320x240 MPEG-4 AVIs; "
+    setup = (f"train split (16 videos x {args.clips_per_video} clips = {clips} clips) of 24 synthetic "
+             "320x240 MPEG-4 AVIs; "
              f"tiny tokenizer (16x64x64 clips -> 4x8x8 tokens), batch 8 per rank, CPU")
     write_json_atomic(Path(args.out) / "tokenize_speed.json", {"machine": machine, "setup": setup, "results": rows})
     lines = [

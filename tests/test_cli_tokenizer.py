@@ -46,7 +46,10 @@ def test_train_resume_and_checkpoint_contents(trained, synth_root):
 def test_reconstruct_and_tokenize(trained, synth_root, tmp_path):
     tok_path = trained / "tokenizer.pt"
     report = tmp_path / "r.json"
-    common = ["--tokenizer", str(tok_path), "--data", str(synth_root), "--num-frames", "8", "--resolution", "32", "--num-workers", "1"]
+    common = [
+        "--tokenizer", str(tok_path), "--data", str(synth_root), "--num-frames", "8", "--resolution", "32",
+        "--num-workers", "1",
+    ]
     assert main(["reconstruct", *common, "--num", "3", "--out", str(tmp_path / "v"), "--num-videos", "2",
                  "--json", str(report)]) == 0
     r = json.loads(report.read_text())
@@ -75,7 +78,7 @@ def test_reconstruct_and_tokenize(trained, synth_root, tmp_path):
     centre = _clip_at(ds, 0, max(ds.frame_counts[0] - ds.span, 0) // 2)
     assert torch.equal(tok.encode(centre[None])[0], mirrored[0][0])
     assert torch.equal(tok.encode(centre.flip(-1)[None])[0], mirrored[1][0]) and mirrored[1][1] == mirrored[0][1]
-    assert sorted(p.name for p in flipped.iterdir()) == ["labels.npy", "meta.json", "tokens.npy"]  # shards joined and removed
+    assert sorted(p.name for p in flipped.iterdir()) == ["labels.npy", "meta.json", "tokens.npy"]  # no shards left
     with torch.no_grad():
         tok.decoder.body[-1].bias.add_(1e-3)
     with pytest.raises(TokenCacheError, match="different|made by tokenizer"):
@@ -112,7 +115,7 @@ def _tokenize_args(tokenizer, data, out, *extra) -> list[str]:
 
 
 def _navid(*argv: str, ranks: int) -> None:
-    """Run ``navid`` on one thread per rank, as the README does: ``torchrun --standalone --nproc-per-node N -m navid.cli``.
+    """Run ``navid`` with one thread per rank, as the README does (``torchrun --standalone --nproc-per-node N``).
 
     Both the 1-rank and the 2-rank run are subprocesses with the same thread count, so the
     comparison isolates the number of ranks.
@@ -182,8 +185,9 @@ def test_batched_encoding_gives_the_single_clip_tokens(trained, synth_root):
 
 @pytest.mark.slow
 def test_reconstruct_over_two_ranks_matches_one_rank(trained, synth_root, tmp_path):
-    common = ["reconstruct", "--tokenizer", str(trained / "tokenizer.pt"), "--data", str(synth_root), "--num-frames", "8",
-              "--resolution", "32", "--batch-size", "2", "--num-workers", "1", "--num-clips", "3", "--num-videos", "2"]
+    common = ["reconstruct", "--tokenizer", str(trained / "tokenizer.pt"), "--data", str(synth_root),
+              "--num-frames", "8", "--resolution", "32", "--batch-size", "2", "--num-workers", "1", "--num-clips", "3",
+              "--num-videos", "2"]
     _navid(*common, "--json", str(tmp_path / "one.json"), "--out", str(tmp_path / "one"), ranks=1)
     _navid(*common, "--json", str(tmp_path / "two.json"), "--out", str(tmp_path / "two"), ranks=2)
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))

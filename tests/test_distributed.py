@@ -1,4 +1,7 @@
-"""navid.utils.distributed: the one-process context and device resolution (the 2-rank path runs in test_cli_tokenizer)."""
+"""navid.utils.distributed: the one-process context and device resolution.
+
+The 2-rank path runs in test_cli_tokenizer (``torchrun --nproc-per-node 2 -m navid.cli tokenize``).
+"""
 
 from __future__ import annotations
 

@@ -18,7 +18,10 @@ import pytest
 
 from navid.tokenizer.lightning_module import gan_strategy
 
-GAN = ["loss.gan_weight=0.1", "loss.gan_start_step=3", "loss.disc_warmup_steps=1", "loss.disc_channels=8", "loss.disc_layers=2"]
+GAN = [
+    "loss.gan_weight=0.1", "loss.gan_start_step=3", "loss.disc_warmup_steps=1", "loss.disc_channels=8",
+    "loss.disc_layers=2",
+]
 FAST = [
     "model.channels=[32,32]", "model.out_hidden_channels=8", "data.batch_size=2", "data.num_frames=8",
     "data.resolution=32", "trainer.progress_bar=false", "trainer.val_every_n_steps=8", "trainer.limit_val_batches=1",

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec = subparsers.add_parser("reconstruct", help="PSNR/SSIM/codebook usage of a tokenizer on held-out clips")
     _add_data_arguments(rec, default_split="test")
     rec.add_argument("--num", "--num-clips", dest="num", type=int, default=None,
-                     help="number of clips (default: all; under torchrun spell it --num-clips: torchrun reads --num as its own)")
+                     help="number of clips (default: all); under torchrun spell it --num-clips (torchrun reads --num)")
     rec.add_argument("--out", default=None, help="folder for side-by-side videos (original | reconstruction)")
     rec.add_argument("--num-videos", type=int, default=4, help="how many side-by-side videos to write")
     rec.add_argument("--fvd", action="store_true", help="also compute rFVD (needs navid.metrics.fvd)")
@@ -55,9 +55,10 @@ def _add_data_arguments(parser: argparse.ArgumentParser, default_split: str) -> 
     parser.add_argument("--resolution", type=int, default=64, help="frame size (the tokenizer's training size)")
     parser.add_argument("--frame-stride", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8, help="clips encoded together (per rank)")
-    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader processes decoding video (0: in the main process)")
+    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader processes decoding video (0: none)")
     parser.add_argument("--device", default="auto",
-                        help="auto (cuda when present, else cpu), cpu, cuda or cuda:N; under torchrun each rank takes cuda:LOCAL_RANK")
+                        help="auto (cuda when present, else cpu), cpu, cuda or cuda:N; "
+                             "under torchrun each rank takes cuda:LOCAL_RANK")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -205,7 +206,10 @@ def _clip_starts(ds, k: int) -> list[tuple[int, int]]:
 
 
 class _ClipsAt:
-    """Map-style dataset: item ``j`` is the clip ``items[j]`` = (video, start frame) of ``ds``, (C, T, H, W) in [-1, 1], and its label."""
+    """Map-style dataset: item ``j`` is clip ``items[j]`` = (video, start frame) of ``ds`` and its label.
+
+    Clips are (C, T, H, W) in [-1, 1], centred crops without flips, as :func:`_clip_at` makes them.
+    """
 
     def __init__(self, ds, items: list[tuple[int, int]]) -> None:
         self.ds, self.items = ds, items
@@ -243,8 +247,11 @@ def run_tokenize(args: argparse.Namespace) -> int:
         tokenizer = load_tokenizer(args.tokenizer, map_location=ctx.device)
         ds = _clips(args)
         items = _clip_starts(ds, args.clips_per_video)
-        source = {"data": str(args.data), "split": args.split, "fold": args.fold, "clips_per_video": args.clips_per_video,
-                  "hflip": args.hflip, "num_frames": args.num_frames, "resolution": ds.resolution, "tokenizer": str(args.tokenizer)}
+        source = {
+            "data": str(args.data), "split": args.split, "fold": args.fold, "clips_per_video": args.clips_per_video,
+            "hflip": args.hflip, "num_frames": args.num_frames, "resolution": ds.resolution,
+            "tokenizer": str(args.tokenizer),
+        }
         job = {**source, "frame_stride": args.frame_stride, "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer)}
         if ctx.is_main:
             TokenCacheShards.prepare(args.out, job, len(items), args.shard_size, args.overwrite)
@@ -254,7 +261,8 @@ def run_tokenize(args: argparse.Namespace) -> int:
         ctx.barrier()  # every rank has listed the missing shards before any rank writes one
         todo = missing if args.max_shards is None else missing[: args.max_shards]
         if ctx.is_main and len(missing) < shards.num_shards:
-            print(f"resuming {args.out}: {shards.num_shards - len(missing)} of {shards.num_shards} shards already written")
+            done = shards.num_shards - len(missing)
+            print(f"resuming {args.out}: {done} of {shards.num_shards} shards written before")
         start = time.perf_counter()
         _encode_shards(tokenizer, _ClipsAt(ds, items), shards, todo[ctx.rank :: ctx.world_size], args, ctx)
         ctx.barrier()
@@ -270,8 +278,8 @@ def run_tokenize(args: argparse.Namespace) -> int:
             vocab_size=tokenizer.vocab_size, class_names=ds.class_names,
             tokenizer_fingerprint=tokenizer_fingerprint(tokenizer), source=source,
         )
-        grids = len(items) * (2 if args.hflip else 1)
-        print(f"wrote {grids} token grids {tuple(tokenizer.grid_shape((args.num_frames, ds.resolution, ds.resolution)))} to {out}")
+        grid = tokenizer.grid_shape((args.num_frames, ds.resolution, ds.resolution))
+        print(f"wrote {len(items) * (2 if args.hflip else 1)} token grids {tuple(grid)} to {out}")
         return 0
     finally:
         teardown_distributed()
@@ -292,8 +300,8 @@ def _encode_shards(tokenizer, clips: _ClipsAt, shards, todo: list[int], args: ar
         pin_memory=ctx.device.type == "cuda",
     )
     done: dict[int, tuple[list, list]] = {}
-    bar = tqdm(total=sum(len(b) for _, b in batches), desc=f"tokenizing (rank {ctx.rank})" if ctx.is_distributed else "tokenizing",
-               unit="clip", disable=not ctx.is_main)
+    desc = f"tokenizing (rank {ctx.rank})" if ctx.is_distributed else "tokenizing"
+    bar = tqdm(total=sum(len(b) for _, b in batches), desc=desc, unit="clip", disable=not ctx.is_main)
     for (shard, batch), (video, labels) in zip(batches, loader):
         video = video.to(ctx.device, non_blocking=True)  # (B, C, T, H, W)
         if args.hflip:  # a mirrored clip is another clip of the same class (the tokenizer trains on flips too)

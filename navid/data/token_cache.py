@@ -97,7 +97,9 @@ class TokenCacheShards:
         self.num_items, self.shard_size = self.plan["num_items"], self.plan["shard_size"]
 
     @classmethod
-    def prepare(cls, out_dir: str | os.PathLike, job: dict, num_items: int, shard_size: int, overwrite: bool) -> "TokenCacheShards":
+    def prepare(
+        cls, out_dir: str | os.PathLike, job: dict, num_items: int, shard_size: int, overwrite: bool
+    ) -> "TokenCacheShards":
         """Start a new job in ``out_dir``, or reopen the unfinished one with the same ``job`` settings.
 
         A finished cache (``meta.json``), another job's shards or other files are refused unless
@@ -145,15 +147,16 @@ class TokenCacheShards:
         return [s for s in range(self.num_shards) if not self.path(s).is_file()]
 
     def write(self, shard: int, tokens: np.ndarray, labels: np.ndarray) -> None:
-        """Store one shard's token grids ``(N, T, H, W)`` and labels ``(N,)`` atomically."""
+        """Store one shard's token grids ``(N, T, H, W)`` (as int32) and labels ``(N,)`` atomically."""
         with atomic_path(self.path(shard)) as tmp:
-            np.savez(tmp, tokens=tokens, labels=labels)
+            np.savez(tmp, tokens=tokens.astype(np.int32), labels=labels.astype(np.int64))
 
     def finish(self, **meta) -> Path:
         """Join every shard, in order, into the cache files (:func:`write_token_cache` ``meta``); remove the shards."""
         missing = self.missing()
         if missing:
-            raise TokenCacheError(f"{self.out}: {len(missing)} of {self.num_shards} shards missing (first: {self.path(missing[0])})")
+            first = self.path(missing[0])
+            raise TokenCacheError(f"{self.out}: {len(missing)} of {self.num_shards} shards missing (first: {first})")
         tokens, labels = [], []
         for s in range(self.num_shards):
             with np.load(self.path(s)) as shard:

@@ -36,7 +36,7 @@ class DistributedContext:
     def barrier(self) -> None:
         """Wait for every rank (a no-op in one process)."""
         if self.is_distributed:
-            dist.barrier()
+            dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
@@ -71,7 +71,8 @@ def setup_distributed(device: str = "auto") -> DistributedContext:
     if pinned.type == "cuda":
         torch.cuda.set_device(pinned)
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if pinned.type == "cuda" else "gloo")
+        cuda = pinned.type == "cuda"
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=pinned if cuda else None)
     if dist.is_initialized():
         return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, pinned)
     return DistributedContext(0, 1, local_rank, pinned)
