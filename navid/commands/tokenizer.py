@@ -142,13 +142,14 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
                         pin_memory=ctx.device.type == "cuda")
     fvd = _fvd_metric(ctx.device) if args.fvd else None
     ssim = StructuralSimilarityIndexMeasure(data_range=2.0).to(ctx.device)
-    psnrs, counts = [], torch.zeros(tokenizer.vocab_size, dtype=torch.int64, device=ctx.device)
+    psnr_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)  # summed on the device: no host sync per batch
+    counts = torch.zeros(tokenizer.vocab_size, dtype=torch.int64, device=ctx.device)
     seen = 0
     for video, _ in tqdm(loader, desc="reconstructing", unit="batch", disable=not ctx.is_main):
         video = video.to(ctx.device, non_blocking=True)  # (B, C, T, H, W)
         tokens = tokenizer.encode(video)  # (B, T', H', W')
         recon = tokenizer.decode(tokens)  # (B, C, T, H, W)
-        psnrs.append(psnr(recon, video).double().cpu())
+        psnr_sum += psnr(recon, video).double().sum()
         counts += torch.bincount(tokens.flatten(), minlength=tokenizer.vocab_size)
         ssim.update(recon.transpose(1, 2).flatten(0, 1), video.transpose(1, 2).flatten(0, 1))  # frames as images
         if fvd is not None:
@@ -159,9 +160,7 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
                 side = torch.cat([video[b], recon[b]], dim=-1).cpu()  # (C, T, H, 2W): original | reconstruction
                 write_video(Path(args.out) / f"recon_{clip:03d}.gif", tensor_to_frames(side), fps=8)
         seen += len(video)
-    psnr_sum = torch.cat(psnrs).sum() if psnrs else torch.zeros((), dtype=torch.float64)
     if ctx.is_distributed:
-        psnr_sum = psnr_sum.to(ctx.device)
         dist.all_reduce(psnr_sum)
         dist.all_reduce(counts)
     ssim_value, rfvd = float(ssim.compute()), (float(fvd.compute()) if fvd is not None else None)  # both sum over ranks
