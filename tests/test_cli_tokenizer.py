@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -159,6 +161,22 @@ def test_tokenize_resumes_where_it_stopped(trained, synth_root, tmp_path):
     assert not shards.exists()
     # a finished cache is only replaced on request
     assert main(_tokenize_args(trained / "tokenizer.pt", synth_root, part)) == 2
+
+
+@pytest.mark.slow
+def test_killed_tokenize_continues_where_it_stopped(trained, synth_root, tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    one_clip_shards = ("--shard-size", "1", "--batch-size", "1")  # 24 shards: the kill lands mid-run
+    _navid(*_tokenize_args(trained / "tokenizer.pt", synth_root, whole, *one_clip_shards), ranks=1)
+    argv = _tokenize_args(trained / "tokenizer.pt", synth_root, killed, *one_clip_shards)
+    run = subprocess.Popen([sys.executable, "-m", "navid.cli", *argv], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while run.poll() is None and len(list((killed / "shards").glob("shard_*.npz"))) < 3:
+        time.sleep(0.01)
+    run.kill()
+    assert run.wait() == -signal.SIGKILL and not (killed / "meta.json").exists()
+    _navid(*_tokenize_args(trained / "tokenizer.pt", synth_root, killed, *one_clip_shards), ranks=1)
+    _assert_same_cache(whole, killed)
 
 
 @pytest.mark.slow
