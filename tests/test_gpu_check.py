@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,8 @@ def test_gpu_check_dry_run_runs_every_part(tmp_path):
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     parts = report["parts"]
     assert report["dry_run"] and not [name for name, part in parts.items() if "error" in part]
-    assert "6 tests collected" in parts["cuda tests"]["result"]["summary"]
+    collected = re.search(r"(\d+) tests? collected", parts["cuda tests"]["result"]["summary"])
+    assert collected and int(collected.group(1)) >= 6  # tests/test_cuda.py, none dropped by an import error
     assert [r["trunk"] for r in parts["generator training (bf16-mixed, NAR)"]["result"]] == ["tiny"]
     assert parts["generator training (bf16-mixed, NAR)"]["result"][0]["precision"] == "bf16-mixed"
     assert sorted(r["schedule"] for r in parts["sampling"]["result"]) == ["nar", "par4", "raster"]
