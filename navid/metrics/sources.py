@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from navid.data.ucf101 import load_index, locate
 from navid.data.video_io import VideoReadError, find_videos, frames_to_tensor, probe_video, read_video
-from navid.metrics.fvd import RESIZE_METHOD, FeatureStats, extract_features
+from navid.metrics.batching import ClipBatches
+from navid.metrics.fvd import RESIZE_METHOD, FeatureStats
 
 log = logging.getLogger(__name__)
 MIN_FRAMES = 10
@@ -47,17 +48,17 @@ def source_stats(
         return FeatureStats.load(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such folder or .npz statistics file")
-    feats, used, skipped = [], [], []
+    batches, used, skipped = ClipBatches(detector, batch_size), [], []
     for path in tqdm(list_clips(src, split, num, seed), desc=f"I3D features {src.name}", unit="clip"):
         try:
             if probe_video(path).num_frames < frames:
                 skipped.append(f"{path}: fewer than {frames} frames")
                 continue
-            video = frames_to_tensor(read_video(path, list(range(frames))))[None]  # (1, C, T, H, W)
+            video = frames_to_tensor(read_video(path, list(range(frames))))  # (C, T, H, W)
         except VideoReadError as err:
             skipped.append(str(err))
             continue
-        feats.append(extract_features(detector, video, batch_size))
+        batches.add(video)
         used.append(str(path))
     if skipped:
         log.warning("skipped %d of %d clips:\n  %s", len(skipped), len(skipped) + len(used), "\n  ".join(skipped))
@@ -67,4 +68,4 @@ def source_stats(
         "detector_sha256": getattr(detector, "weights_sha256", ""), "resize": RESIZE_METHOD,
         "frames": frames, "stride": 1, "count": len(used), "clips": used, "source": str(src),
     }
-    return FeatureStats.from_features(torch.cat(feats).numpy(), provenance)
+    return FeatureStats.from_features(batches.features().numpy(), provenance)

@@ -20,6 +20,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from navid.config import OptimConfig, TrainerConfig
 from navid.utils.atomic import atomic_path
+from navid.utils.step_estimate import StepTimeEstimate
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -68,7 +69,7 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
         mode="max",
         save_last=True,
     )
-    all_callbacks = [checkpoint, StopOnNonFiniteLoss(), *callbacks]
+    all_callbacks = [checkpoint, StopOnNonFiniteLoss(), StepTimeEstimate(), *callbacks]
     if cfg.progress_bar:
         all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, cfg.log_every_n_steps)))
     return L.Trainer(
