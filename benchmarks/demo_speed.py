@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import lightning as L
 import numpy as np
 import torch
 
+import navid
 from navid.config import load_config
 from navid.utils.atomic import write_json_atomic, write_text_atomic
 from navid.utils.machine import machine_description
@@ -76,14 +76,18 @@ def generator_step(classes: int, out: Path, steps: int, skip: int) -> dict:
     from navid.generation.lightning_module import GeneratorModule
 
     rng = np.random.default_rng(0)  # the demo's cache: 4,080 grids of 4x8x8 tokens over 1,000 codes
-    cache = write_token_cache(out / "tokens", rng.integers(0, 1000, (4080, 4, 8, 8)), rng.integers(0, classes, 4080),
-                              vocab_size=1000, class_names=[f"c{i}" for i in range(classes)], tokenizer_fingerprint="speed")
+    cache = write_token_cache(
+        out / "tokens", rng.integers(0, 1000, (4080, 4, 8, 8)), rng.integers(0, classes, 4080),
+        vocab_size=1000, class_names=[f"c{i}" for i in range(classes)], tokenizer_fingerprint="speed",
+    )
     cfg = load_config(GeneratorTrainConfig, ROOT / "configs" / "generator" / "tiny.yaml", [
         f"data.tokens={cache}", f"trainer.max_steps={steps + skip}", "trainer.progress_bar=false",
         "trainer.val_every_n_steps=100000",
     ])
     L.seed_everything(0, verbose=False)
-    data = TokenCacheDataModule(cfg.data.tokens, batch_size=cfg.data.batch_size, val_fraction=cfg.data.val_fraction, seed=0)
+    data = TokenCacheDataModule(
+        cfg.data.tokens, batch_size=cfg.data.batch_size, val_fraction=cfg.data.val_fraction, seed=0
+    )
     return _fit(GeneratorModule(cfg, data.cache.meta), data, cfg.trainer, out / "generator", skip)
 
 
@@ -96,7 +100,8 @@ def i3d_clip(clips: int) -> dict:
     extract_features(detector, video[:1])  # warm-up
     wall, cpu = time.perf_counter(), time.process_time()
     extract_features(detector, video, batch_size=8)
-    return {"wall_s": (time.perf_counter() - wall) / clips, "cpu_s": (time.process_time() - cpu) / clips, "clips": clips}
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"wall_s": wall / clips, "cpu_s": cpu / clips, "clips": clips}
 
 
 def main() -> None:
@@ -112,11 +117,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = synthesize_dataset(tmp / "data", classes=10, videos_per_class=72, frames=32, size=64, seed=0, progress=False)
+        data = synthesize_dataset(
+            tmp / "data", classes=10, videos_per_class=72, frames=32, size=64, seed=0, progress=False
+        )
         load_before = machine_description()["load_avg"]
         row = {
             "label": args.label,
-            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+            "navid": str(Path(navid.__file__).parent),  # which checkout was measured
             "tokenizer": tokenizer_step(data, tmp, args.steps, args.skip),
             "generator": generator_step(10, tmp, args.steps, args.skip),
             "i3d": i3d_clip(args.clips),
@@ -127,13 +134,15 @@ def main() -> None:
     rows.append(row)
     write_json_atomic(path, rows)
     table = markdown_table(
-        ["version", "threads", "load avg (1 min, start / end)", "tokenizer s/step (CPU / wall)", "generator s/step (CPU / wall)",
-         "I3D s/clip (CPU / wall)"],
+        ["version", "threads", "load avg (1 min, start / end)", "tokenizer s/step (CPU / wall)",
+         "generator s/step (CPU / wall)", "I3D s/clip (CPU / wall)"],
         [[r["label"], r["machine"]["threads"], f"{r['machine']['load_avg_at_start'][0]} / {r['machine']['load_avg'][0]}",
-          *(f"{r[k]['cpu_s']:.3f} / {r[k]['wall_s']:.3f}" for k in ("tokenizer", "generator", "i3d"))] for r in rows],
+          *(f"{r[k]['cpu_s']:.3f} / {r[k]['wall_s']:.3f}" for k in ("tokenizer", "generator", "i3d"))]
+         for r in rows],
     )
     header = (f"# Demo stage costs on {rows[-1]['machine']['cpu']} ({rows[-1]['machine']['cores']} cores, torch "
-              f"{rows[-1]['machine']['torch']})\n\n`python benchmarks/demo_speed.py --label L`; steps/s = 1 / (s/step). "
+              f"{rows[-1]['machine']['torch']})\n\n`python benchmarks/demo_speed.py --label L`; "
+              "steps/s = 1 / (s/step). "
               "CPU time at one thread is the comparable number on a shared machine; wall time includes waiting for the "
               "other jobs.\n")
     write_text_atomic(RESULTS / "demo_speed.md", header + "\n" + "\n".join(table) + "\n")

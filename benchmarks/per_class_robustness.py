@@ -36,7 +36,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--demo-out", required=True, help="a finished `navid demo --out DIR`")
     parser.add_argument("--per-class", type=int, default=20)
-    parser.add_argument("--per-draw", type=int, nargs="+", default=[6, 8, 10, 12], help="clips per class and side in a draw")
+    parser.add_argument("--per-draw", type=int, nargs="+", default=[6, 8, 10, 12],
+                        help="clips per class and side in a draw")
     parser.add_argument("--draws", type=int, default=200)
     args = parser.parse_args()
     if max(args.per_draw) > args.per_class:
@@ -62,18 +63,22 @@ def main() -> None:
                 "draws_mean": float(shares.mean()),
                 "draws_above_bar": float(np.mean(shares > BAR)),
             })
-    result = {"demo_out": str(out), "per_class": args.per_class, "draws": args.draws,
-              "sampling": report["settings"]["sampling"], "demo_own_class_nearest": report["quality"]["nar"]["per_class_fvd"]["own_class_nearest"],
-              "demo_clips_per_class": report["settings"]["fvd_clips_per_class"], "machine": machine_description(), "rows": rows}
+    result = {
+        "demo_out": str(out), "per_class": args.per_class, "draws": args.draws, "sampling": report["settings"]["sampling"],
+        "demo_own_class_nearest": report["quality"]["nar"]["per_class_fvd"]["own_class_nearest"],
+        "demo_clips_per_class": report["settings"]["fvd_clips_per_class"], "machine": machine_description(), "rows": rows,
+    }
     RESULTS.mkdir(exist_ok=True)
     write_json_atomic(RESULTS / "per_class_robustness.json", result)
     n = args.per_class
     lines = [
         "# Per-class share of a demo's checkpoints on more clips (I3D per-class FVD)\n",
-        f"Demo: `{out}` (its report: {result['demo_own_class_nearest']:.0%} with {result['demo_clips_per_class']} clips per class). "
-        f"{n} clips per class per side; {args.draws} random draws of k per class and side from those. Machine: {result['machine']}\n",
+        f"Demo: `{out}` (its report: {result['demo_own_class_nearest']:.0%} with {result['demo_clips_per_class']} "
+        f"clips per class). {n} clips per class per side; {args.draws} random draws of k per class and side from "
+        f"those. Machine: {result['machine']}\n",
         *markdown_table(
-            ["clips", f"FVD ({n}/class)", f"own class nearest ({n} vs {n})", "k", "mean over draws (k vs k)", "draws > 50%"],
+            ["clips", f"FVD ({n}/class)", f"own class nearest ({n} vs {n})", "k", "mean over draws (k vs k)",
+             "draws > 50%"],
             [[r["clips"], f"{r['fvd']:.1f}", f"{r['own_class_nearest']:.0%}", r["per_draw"], f"{r['draws_mean']:.0%}",
               f"{r['draws_above_bar']:.0%}"] for r in rows],
         ),

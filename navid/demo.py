@@ -59,16 +59,16 @@ DEMO_TOKENIZER = ("data.batch_size=2", "loss.perceptual_weight=1.0")
 
 PLANS = {
     # 72 videos per class: the NAR generator overfit 36 per class (train loss 0.47 vs validation
-    # 0.86 at step 860). 12 clips per class: at 6 the tokenizer's own reconstructions cleared the
-    # per-class bar in 62% of random draws, at 12 in 97% (benchmarks/results/per_class_robustness.md).
-    # Step counts: README, "The demo" (fitted to 15 minutes on a 2-core AMD EPYC; retune with
-    # `navid demo --tokenizer-steps N --generator-steps N`).
+    # 0.86 at step 860). 12 clips per class: on the previous demo's checkpoints the tokenizer's own
+    # reconstructions cleared the per-class bar in 62/74/88/97% of random draws of 6/8/10/12 clips
+    # per class (benchmarks/per_class_robustness.py). Step counts: README, "The demo" (estimated to
+    # fit 15 minutes on a 2-core AMD EPYC; retune with `navid demo --tokenizer-steps N --generator-steps N`).
     "default": DemoPlan(
         classes=10, videos_per_class=72, frames=32,
-        tokenizer_steps=360, tokenizer_overrides=DEMO_TOKENIZER, clips_per_video=4,
-        generator_steps=400,
+        tokenizer_steps=300, tokenizer_overrides=DEMO_TOKENIZER, clips_per_video=4,
+        generator_steps=300,
         samples_per_class=4, fvd_clips_per_class=12, bootstrap_draws=500,
-        throughput_grids=((4, 8, 8), (4, 16, 16)), throughput_batches=(1, 8), throughput_repeats=3,
+        throughput_grids=((4, 8, 8), (4, 16, 16)), throughput_batches=(1, 8), throughput_repeats=2,
     ),
     "quick": DemoPlan(
         classes=4, videos_per_class=6, frames=20,
@@ -136,7 +136,8 @@ def run_demo(
 
     sampling = SamplingConfig(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, seed=seed)
     plan = PLANS["quick" if quick else "default"]
-    steps = {k: v for k, v in (("tokenizer_steps", tokenizer_steps), ("generator_steps", generator_steps)) if v is not None}
+    given = {"tokenizer_steps": tokenizer_steps, "generator_steps": generator_steps}
+    steps = {k: v for k, v in given.items() if v is not None}
     if any(v < 1 for v in steps.values()):
         raise ValueError(f"step counts must be positive, got {steps}")
     plan = dataclasses.replace(plan, **steps)
@@ -197,7 +198,7 @@ def run_demo(
     stages.run("cache the training split and its mirror images as tokens", tokenize)
     stages.run(f"train the tiny NAR generator ({plan.generator_steps} steps)", generator)
     stages.run("sample a grid of clips for every class", samples)
-    quality = stages.run("FVD / KVD and the per-class verdict of NAR samples, a random-token baseline and reconstructions",
+    quality = stages.run("FVD / KVD and per-class verdicts: NAR samples, random tokens, reconstructions",
                          lambda: _quality(out, plan, sampling))
     speed = stages.run("decoding throughput: NAR vs PAR-4x vs raster", lambda: _throughput(plan))
     report = {
@@ -242,12 +243,16 @@ def quality_features(out: Path, per_class: int, sampling, random_baseline: bool 
     start = time.perf_counter()
     sets = {"real": (reference_features(real, real_idx, features, batch_size=8), labels.numpy())}
     per_set = time.perf_counter() - start
-    print(f"  I3D features of {len(real_idx)} real clips took {per_set:.0f} s; estimate for the other {sets_to_go} sets "
-          f"of {len(real_idx)} clips: {sets_to_go * per_set / 60:.1f} min", flush=True)
-    sets["nar"] = (np.concatenate([features(b.video) for b in generate_batches(model, schedule, tokenizer, labels, sampling, batch_size=16)]), labels.numpy())
+    print(f"  I3D features of {len(real_idx)} real clips took {per_set:.0f} s; estimate for the other "
+          f"{sets_to_go} sets of {len(real_idx)} clips: {sets_to_go * per_set / 60:.1f} min", flush=True)
+    samples = generate_batches(model, schedule, tokenizer, labels, sampling, batch_size=16)
+    sets["nar"] = (np.concatenate([features(b.video) for b in samples]), labels.numpy())
+
+    def reconstruction_features(video: torch.Tensor) -> np.ndarray:
+        return features(tokenizer.decode(tokenizer.encode(video)))
+
     sets["reconstructions"] = (
-        reference_features(real, recon_idx, lambda video: features(tokenizer.decode(tokenizer.encode(video))), batch_size=16),
-        all_labels[recon_idx],
+        reference_features(real, recon_idx, reconstruction_features, batch_size=16), all_labels[recon_idx]
     )
     if random_baseline:
         rng = torch.Generator().manual_seed(sampling.seed)
@@ -257,8 +262,8 @@ def quality_features(out: Path, per_class: int, sampling, random_baseline: bool 
 
 
 def _quality(out: Path, plan: DemoPlan, sampling) -> dict:
-    """FVD/KVD of NAR samples, of decoded uniform random tokens and of tokenizer reconstructions against the
-    same real clips, and the per-class verdict (with its bootstrap confidence) of the samples and the reconstructions."""
+    """FVD/KVD of NAR samples, of decoded uniform random tokens and of tokenizer reconstructions against
+    the same real clips; the per-class verdict (with its bootstrap confidence) of samples and reconstructions."""
     from navid.generation.class_verdict import class_verdict
     from navid.generation.evaluation import score_features
 

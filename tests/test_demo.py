@@ -1,4 +1,4 @@
-"""`navid demo --quick` end to end: every stage runs, leaves usable outputs, and a second run reports the same numbers."""
+"""`navid demo --quick` end to end: every stage runs, leaves usable outputs, and a second run gives the same numbers."""
 
 from __future__ import annotations
 
@@ -64,8 +64,9 @@ def test_quick_demo_writes_report_samples_and_usable_checkpoints(tmp_path):
     assert main(["demo", "--quick", "--out", str(again)]) == 0
     second = json.loads((again / "report.json").read_text())
     assert _numbers(second, again) == _numbers(report, out)
-    for name, weights in (("tokenizer.ckpt", lambda c: c["navid_tokenizer"]["state_dict"]), ("generator.ckpt", lambda c: c["state_dict"])):
-        first_state, second_state = (weights(torch.load(d / "checkpoints" / name, weights_only=True)) for d in (out, again))
+    weights = {"tokenizer.ckpt": lambda c: c["navid_tokenizer"]["state_dict"], "generator.ckpt": lambda c: c["state_dict"]}
+    for name, state_of in weights.items():
+        first_state, second_state = (state_of(torch.load(d / "checkpoints" / name, weights_only=True)) for d in (out, again))
         assert first_state.keys() == second_state.keys()
         assert all(torch.equal(first_state[k], second_state[k]) for k in first_state), name
 

@@ -25,7 +25,8 @@ def test_folder_features_in_batches_equal_clip_by_clip(tmp_path):
     batched = source_stats(tmp_path, detector, frames=16, batch_size=2)
     paths = [tmp_path / f"{name}.gif" for name in sizes]
     assert batched.provenance["clips"] == [str(p) for p in paths]
-    one_by_one = torch.cat([extract_features(detector, frames_to_tensor(read_video(p, list(range(16))))[None]) for p in paths])
+    clips = [frames_to_tensor(read_video(p, list(range(16))))[None] for p in paths]  # (1, C, T, H, W) each
+    one_by_one = torch.cat([extract_features(detector, clip) for clip in clips])
     # The same float32 arithmetic on each clip; only oneDNN's choice of kernel blocking may differ
     # with the batch size, which reorders the sums inside a convolution. Each logit is then off by
     # rounding (float32 eps 6e-8 times sqrt of ~2e4 summands per output, compounded over ~20

@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0 = greedy)")
     demo.add_argument("--top-k", type=int, default=20, help="sample among the k most likely tokens (0 = off)")
     demo.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
-    demo.add_argument("--tokenizer-steps", type=int, default=None, help="tokenizer optimizer steps (default: the plan's)")
-    demo.add_argument("--generator-steps", type=int, default=None, help="generator optimizer steps (default: the plan's)")
+    demo.add_argument("--tokenizer-steps", type=int, default=None, help="tokenizer steps (default: the plan's)")
+    demo.add_argument("--generator-steps", type=int, default=None, help="generator steps (default: the plan's)")
     demo.set_defaults(func=run)
 
 

@@ -54,9 +54,10 @@ def draw_shares(gen: np.ndarray, gen_labels: np.ndarray, real: np.ndarray, real_
 
 def class_verdict(gen: np.ndarray, gen_labels: np.ndarray, real: np.ndarray, real_labels: np.ndarray,
                   draws: int, seed: int) -> ClassVerdict:
-    """The verdict on all clips (every class needs the same number of clips on both sides) and its bootstrap confidence."""
+    """The verdict on all clips and its bootstrap confidence; every class needs the same number of clips on both sides."""
     gen_counts, real_counts = np.bincount(gen_labels), np.bincount(real_labels)
-    if len(gen_counts) != len(real_counts) or len({*gen_counts.tolist(), *real_counts.tolist()}) != 1 or gen_counts[0] < 2:
+    balanced = len(gen_counts) == len(real_counts) and len({*gen_counts.tolist(), *real_counts.tolist()}) == 1
+    if not balanced or gen_counts[0] < 2:
         raise ValueError(f"the per-class verdict needs the same number (>= 2) of clips of every class on both sides, "
                          f"got generated {gen_counts.tolist()} and real {real_counts.tolist()}")
     classes, per_class = len(real_counts), int(real_counts[0])
