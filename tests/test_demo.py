@@ -9,8 +9,9 @@ import torch
 
 from navid.cli import main
 
-# Report entries that measure this machine: times, speeds, load.
-MACHINE_KEYS = {"stage_seconds", "total_seconds", "seconds", "videos_per_s", "forward_share", "ratios", "machine"}
+# Report entries that measure this machine: times, speeds, memory, load.
+MACHINE_KEYS = {"stage_seconds", "total_seconds", "seconds", "seconds_all", "videos_per_s", "forward_share", "peak_mem_mb",
+                "gflops_per_s", "tokens_per_s", "ratios", "machine"}
 
 
 def _numbers(report, out):
