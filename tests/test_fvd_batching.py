@@ -9,10 +9,11 @@ import torch
 from navid.data.video_io import frames_to_tensor, read_video, write_video
 from navid.metrics.fvd import extract_features
 from navid.metrics.i3d import load_i3d
-from navid.metrics.sources import source_stats
+from navid.metrics.sources import SourceOptions, source_stats
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_folder_features_in_batches_equal_clip_by_clip(tmp_path):
     rng = np.random.default_rng(0)
     # Two sizes: the 48x48 clip closes a batch early, so the batches are [a, b], [c], [d].
@@ -22,7 +23,7 @@ def test_folder_features_in_batches_equal_clip_by_clip(tmp_path):
         write_video(tmp_path / f"{name}.gif", frames)
     detector = load_i3d()
 
-    batched = source_stats(tmp_path, detector, frames=16, batch_size=2)
+    batched = source_stats(tmp_path, detector, SourceOptions(frames=16, batch_size=2))
     paths = [tmp_path / f"{name}.gif" for name in sizes]
     assert batched.provenance["clips"] == [str(p) for p in paths]
     clips = [frames_to_tensor(read_video(p, list(range(16))))[None] for p in paths]  # (1, C, T, H, W) each

@@ -35,16 +35,24 @@ def _check_case(i3d, reference, case):
     x = video[:, :, : expected["frames"]]
     with torch.no_grad():
         logits, feats = i3d(x)[0], i3d.features(x)[0]
-    assert (logits - torch.tensor(expected["logits"])).abs().max() < 1e-3
-    assert (feats - torch.tensor(expected["mixed_5c_mean"])).abs().max() < 1e-3
+    # Both networks run in float32 and differ only in the order of their sums (XLA vs oneDNN kernels). A sum of
+    # K products rounded in another order moves by about sqrt(K) * 2^-24 times the size of its terms; for the
+    # logits (|logit| <= 15, the last layer sums 1024 terms, BatchNorm in eval mode is affine and does not amplify)
+    # that is ~15 * 32 * 6e-8 = 3e-5, so 1e-4 holds with room for other CPUs' kernels. A real porting error (a
+    # padding, a BatchNorm epsilon, a channel order) moves logits by 1e-2 or more. Mixed_5c means (<= 1.3) carry
+    # less: the same bound.
+    assert (logits - torch.tensor(expected["logits"])).abs().max() < 1e-4
+    assert (feats - torch.tensor(expected["mixed_5c_mean"])).abs().max() < 1e-4
     assert labels[int(logits.argmax())] == "playing cricket"
 
 
+@pytest.mark.numerics
 def test_first_16_frames_match_reference(i3d, reference):
     _check_case(i3d, reference, "first_16_frames")
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_all_79_frames_match_reference(i3d, reference):
     _check_case(i3d, reference, "all_79_frames")
 
