@@ -223,11 +223,13 @@ def quality_features(out: Path, per_class: int, sampling, random_baseline: bool 
     with its label), ``reconstructions`` (the tokenizer's reconstructions of other real clips:
     what a generator that sampled real token grids perfectly would score, i.e. the ceiling the
     tokenizer puts on the NAR numbers) and, with ``random_baseline``, ``random_tokens`` (decoded
-    uniform random token grids, for scale).
+    uniform random token grids, for scale). Decoded clips are rounded to uint8 before I3D, as the
+    real clips (read from video files) are and as ``navid evaluate`` does.
     """
     from navid.data.ucf101 import UCF101Clips
     from navid.generation.checkpoint import load_generator
     from navid.generation.evaluation import balanced_real_clips, generate_batches, i3d_features, reference_features
+    from navid.metrics.fvd import quantize_uint8
     from navid.tokenizer.checkpoint import load_tokenizer
 
     device = torch.device("cpu")
@@ -235,21 +237,25 @@ def quality_features(out: Path, per_class: int, sampling, random_baseline: bool 
     tokenizer = load_tokenizer(out / "checkpoints" / "tokenizer.ckpt", map_location=device)
     real = UCF101Clips(out / "data", "train", num_frames=16, resolution=64)
     all_labels = np.asarray(real.labels)
-    features, provenance = i3d_features(device)
+    i3d, provenance = i3d_features(device)
+
+    def decoded_features(video: torch.Tensor) -> np.ndarray:  # decoded clips (B, C, T, H, W) -> (B, 400)
+        return i3d(quantize_uint8(video))
+
     real_idx = balanced_real_clips(real.labels, per_class, sampling.seed)
     labels = torch.as_tensor(all_labels[real_idx])  # generated clip i takes real clip i's label
     recon_idx = balanced_real_clips(real.labels, per_class, sampling.seed + 1)
     sets_to_go = 3 if random_baseline else 2
     start = time.perf_counter()
-    sets = {"real": (reference_features(real, real_idx, features, batch_size=8), labels.numpy())}
+    sets = {"real": (reference_features(real, real_idx, i3d, batch_size=8), labels.numpy())}
     per_set = time.perf_counter() - start
     print(f"  I3D features of {len(real_idx)} real clips took {per_set:.0f} s; estimate for the other "
           f"{sets_to_go} sets of {len(real_idx)} clips: {sets_to_go * per_set / 60:.1f} min", flush=True)
     samples = generate_batches(model, schedule, tokenizer, labels, sampling, batch_size=16)
-    sets["nar"] = (np.concatenate([features(b.video) for b in samples]), labels.numpy())
+    sets["nar"] = (np.concatenate([decoded_features(b.video) for b in samples]), labels.numpy())
 
     def reconstruction_features(video: torch.Tensor) -> np.ndarray:
-        return features(tokenizer.decode(tokenizer.encode(video)))
+        return decoded_features(tokenizer.decode(tokenizer.encode(video)))
 
     sets["reconstructions"] = (
         reference_features(real, recon_idx, reconstruction_features, batch_size=16), all_labels[recon_idx]
@@ -257,7 +263,8 @@ def quality_features(out: Path, per_class: int, sampling, random_baseline: bool 
     if random_baseline:
         rng = torch.Generator().manual_seed(sampling.seed)
         random_tokens = torch.randint(tokenizer.vocab_size, (len(labels), *schedule.grid), generator=rng)
-        sets["random_tokens"] = (np.concatenate([features(tokenizer.decode(chunk)) for chunk in random_tokens.split(16)]), labels.numpy())
+        decoded = np.concatenate([decoded_features(tokenizer.decode(chunk)) for chunk in random_tokens.split(16)])
+        sets["random_tokens"] = (decoded, labels.numpy())
     return {"sets": sets, "class_names": list(real.class_names), "provenance": provenance}
 
 
