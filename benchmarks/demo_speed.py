@@ -136,7 +136,8 @@ def main() -> None:
     table = markdown_table(
         ["version", "threads", "load avg (1 min, start / end)", "tokenizer s/step (CPU / wall)",
          "generator s/step (CPU / wall)", "I3D s/clip (CPU / wall)"],
-        [[r["label"], r["machine"]["threads"], f"{r['machine']['load_avg_at_start'][0]} / {r['machine']['load_avg'][0]}",
+        [[r["label"], r["machine"]["threads"],
+          f"{r['machine']['load_avg_at_start'][0]} / {r['machine']['load_avg'][0]}",
           *(f"{r[k]['cpu_s']:.3f} / {r[k]['wall_s']:.3f}" for k in ("tokenizer", "generator", "i3d"))]
          for r in rows],
     )

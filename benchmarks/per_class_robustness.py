@@ -64,9 +64,11 @@ def main() -> None:
                 "draws_above_bar": float(np.mean(shares > BAR)),
             })
     result = {
-        "demo_out": str(out), "per_class": args.per_class, "draws": args.draws, "sampling": report["settings"]["sampling"],
+        "demo_out": str(out), "per_class": args.per_class, "draws": args.draws,
+        "sampling": report["settings"]["sampling"],
         "demo_own_class_nearest": report["quality"]["nar"]["per_class_fvd"]["own_class_nearest"],
-        "demo_clips_per_class": report["settings"]["fvd_clips_per_class"], "machine": machine_description(), "rows": rows,
+        "demo_clips_per_class": report["settings"]["fvd_clips_per_class"],
+        "machine": machine_description(), "rows": rows,
     }
     RESULTS.mkdir(exist_ok=True)
     write_json_atomic(RESULTS / "per_class_robustness.json", result)

@@ -276,7 +276,9 @@ def _quality(out: Path, plan: DemoPlan, sampling) -> dict:
 
     computed = quality_features(out, plan.fvd_clips_per_class, sampling)
     sets, class_names = computed["sets"], computed["class_names"]
-    nar, baseline, recon = (score_features(*sets[name], *sets["real"], class_names) for name in ("nar", "random_tokens", "reconstructions"))
+    nar, baseline, recon = (
+        score_features(*sets[name], *sets["real"], class_names) for name in ("nar", "random_tokens", "reconstructions")
+    )
     nar_verdict, recon_verdict = (
         dataclasses.asdict(class_verdict(*sets[name], *sets["real"], draws=plan.bootstrap_draws, seed=sampling.seed))
         for name in ("nar", "reconstructions")

@@ -10,8 +10,8 @@ import torch
 from navid.cli import main
 
 # Report entries that measure this machine: times, speeds, memory, load.
-MACHINE_KEYS = {"stage_seconds", "total_seconds", "seconds", "seconds_all", "videos_per_s", "forward_share", "peak_mem_mb",
-                "gflops_per_s", "tokens_per_s", "ratios", "machine"}
+MACHINE_KEYS = {"stage_seconds", "total_seconds", "seconds", "seconds_all", "videos_per_s", "forward_share",
+                "peak_mem_mb", "gflops_per_s", "tokens_per_s", "ratios", "machine"}
 
 
 def _numbers(report, out):
@@ -67,7 +67,9 @@ def test_quick_demo_writes_report_samples_and_usable_checkpoints(tmp_path):
     assert _numbers(second, again) == _numbers(report, out)
     weights = {"tokenizer.ckpt": lambda c: c["navid_tokenizer"]["state_dict"], "generator.ckpt": lambda c: c["state_dict"]}
     for name, state_of in weights.items():
-        first_state, second_state = (state_of(torch.load(d / "checkpoints" / name, weights_only=True)) for d in (out, again))
+        first_state, second_state = (
+            state_of(torch.load(d / "checkpoints" / name, weights_only=True)) for d in (out, again)
+        )
         assert first_state.keys() == second_state.keys()
         assert all(torch.equal(first_state[k], second_state[k]) for k in first_state), name
 

@@ -54,7 +54,7 @@ def draw_shares(gen: np.ndarray, gen_labels: np.ndarray, real: np.ndarray, real_
 
 def class_verdict(gen: np.ndarray, gen_labels: np.ndarray, real: np.ndarray, real_labels: np.ndarray,
                   draws: int, seed: int) -> ClassVerdict:
-    """The verdict on all clips and its bootstrap confidence; every class needs the same number of clips on both sides."""
+    """The verdict on all clips and its bootstrap confidence (the same number of clips of every class on both sides)."""
     gen_counts, real_counts = np.bincount(gen_labels), np.bincount(real_labels)
     balanced = len(gen_counts) == len(real_counts) and len({*gen_counts.tolist(), *real_counts.tolist()}) == 1
     if not balanced or gen_counts[0] < 2:
