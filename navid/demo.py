@@ -147,6 +147,10 @@ def run_demo(
     tokenizer_ckpt, generator_ckpt = ckpts / "tokenizer.ckpt", ckpts / "generator.ckpt"
     stages = _Stages(total=8)
     started = time.perf_counter()
+    clips = 4 * plan.classes * plan.fvd_clips_per_class
+    print(f"demo plan '{'quick' if quick else 'default'}': tokenizer {plan.tokenizer_steps} steps, generator "
+          f"{plan.generator_steps} steps, I3D on {clips} clips; each stage prints a time estimate once it has "
+          "measured its first steps or clips", flush=True)
 
     def synth() -> None:
         from navid.data.synthetic import synthesize_dataset

@@ -24,9 +24,12 @@ def _numbers(report, out):
 
 
 @pytest.mark.slow
-def test_quick_demo_writes_report_samples_and_usable_checkpoints(tmp_path):
+def test_quick_demo_writes_report_samples_and_usable_checkpoints(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("  estimate: ") == 2  # one per training stage, before most of its steps
+    assert "I3D features of 12 real clips took" in printed
 
     report = json.loads((out / "report.json").read_text())
     assert report["plan"] == "quick"
