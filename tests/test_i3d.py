@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from navid.metrics.i3d import load_i3d, same_padding
+from navid.metrics.i3d import load_i3d, max_pool_same, same_padding
 from navid.metrics.i3d_weights import INSTALL_HINT, _NumpyOnlyUnpickler, default_checkpoint_path
 
 
@@ -61,6 +61,18 @@ def test_same_padding_is_tf_asymmetric():
     # 16 frames, kernel 7, stride 2 → 8 outputs need 5 pad: 2 before, 3 after (TF puts the extra at the end).
     assert same_padding((16, 224, 224), (7, 7, 7), (2, 2, 2)) == [2, 3, 2, 3, 2, 3]
     assert same_padding((4, 7, 7), (2, 2, 2), (2, 2, 2)) == [0, 1, 0, 1, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride"), [((1, 3, 3), (1, 2, 2)), ((3, 3, 3), (1, 1, 1)), ((3, 3, 3), (2, 2, 2)), ((2, 2, 2), (2, 2, 2))]
+)
+def test_max_pool_without_autograd_equals_max_pool3d(kernel, stride):
+    # Both paths take maxima of the same values (a max of per-axis maxes is the 3D max), so they agree bit for bit.
+    x = torch.randn(2, 5, 7, 9, 11)
+    with torch.no_grad():
+        fast = max_pool_same(x, kernel, stride)
+    reference = max_pool_same(x.clone().requires_grad_(True), kernel, stride)
+    assert torch.equal(fast, reference.detach())
 
 
 def test_navid_pt_and_safetensors_round_trip(i3d, tmp_path):

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from navid.data.video_io import VideoReadError, find_videos, frames_to_tensor, probe_video, read_video
+from navid.metrics.batching import ClipBatches
 from navid.metrics.fvd import RESIZE_METHOD, FeatureStats, extract_features
 from navid.metrics.real_chunks import DEFAULT_RESOLUTION, DEFAULT_SEED, ChunkClips, draw_chunks, is_ucf101_root
 
@@ -74,20 +75,20 @@ def _folder_features(src: Path, detector: torch.nn.Module, options: SourceOption
     paths = find_videos(src)
     if not paths:
         raise ValueError(f"{src}: no video files (.avi .mp4 .webm .mkv .gif) found")
-    feats, used, skipped = [], [], []
+    batches, used, skipped = ClipBatches(detector, options.batch_size), [], []
     for path in tqdm(paths[: options.num], desc=f"I3D features {src.name}", unit="clip"):
         try:
             if probe_video(path).num_frames < options.frames:
                 skipped.append(f"{path}: fewer than {options.frames} frames")
                 continue
-            video = frames_to_tensor(read_video(path, list(range(options.frames))))[None]  # (1, C, T, H, W)
+            video = frames_to_tensor(read_video(path, list(range(options.frames))))  # (C, T, H, W)
         except VideoReadError as err:
             skipped.append(str(err))
             continue
-        feats.append(extract_features(detector, video, options.batch_size))
+        batches.add(video)
         used.append(str(path))
     if skipped:
         log.warning("skipped %d of %d clips:\n  %s", len(skipped), len(skipped) + len(used), "\n  ".join(skipped))
     if len(used) < 2:
         raise ValueError(f"{src}: fewer than 2 usable clips ({len(used)})")
-    return torch.cat(feats), {"clips": used}
+    return batches.features(), {"clips": used}

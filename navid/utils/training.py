@@ -22,6 +22,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from navid.config import ConfigError, OptimConfig, TrainerConfig
 from navid.utils.atomic import atomic_path
 from navid.utils.previews import PreviewVideos
+from navid.utils.step_estimate import StepTimeEstimate
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -151,7 +152,7 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
         mode="max",
         save_last=True,
     )
-    all_callbacks = [checkpoint, StopOnNonFiniteLoss(), CpuBf16WithoutOneDnn(), *callbacks]
+    all_callbacks = [checkpoint, StopOnNonFiniteLoss(), CpuBf16WithoutOneDnn(), StepTimeEstimate(), *callbacks]
     if cfg.sample_every_n_steps:
         all_callbacks.append(PreviewVideos(cfg.sample_every_n_steps, out))
     if cfg.progress_bar:
