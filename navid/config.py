@@ -90,6 +90,9 @@ def from_dict(schema: Type[T], data: dict) -> T:
     return OmegaConf.to_object(cfg)
 
 
+LOGGERS = ("csv", "tensorboard")
+
+
 @dataclass
 class TrainerConfig:
     """Lightning ``Trainer`` settings; the same code runs on CPU, one GPU, many GPUs or nodes.
@@ -111,8 +114,14 @@ class TrainerConfig:
     val_every_n_steps: int = 500
     limit_val_batches: int = 8
     progress_bar: bool = True
+    logger: str = "csv"  # "csv" or "tensorboard" (pip install 'navid[tensorboard]'); logs under out_dir/logs/
+    sample_every_n_steps: int = 0  # preview videos (generator samples, tokenizer reconstructions); 0 = off
 
     def __post_init__(self) -> None:
+        if self.logger not in LOGGERS:
+            raise ValueError(f"key 'trainer.logger' must be one of {', '.join(LOGGERS)}, got '{self.logger}'")
+        if self.sample_every_n_steps < 0:
+            raise ValueError(f"key 'trainer.sample_every_n_steps' must be >= 0, got {self.sample_every_n_steps}")
         if self.max_steps <= 0:
             raise ValueError(f"key 'trainer.max_steps' must be positive, got {self.max_steps}")
         if self.num_nodes <= 0:

@@ -64,3 +64,22 @@ def make_tokenizer(path: Path, patch_size=(4, 16, 16), fsq_levels=(4, 4), seed: 
     cfg = TokenizerModelConfig(patch_size=list(patch_size), channels=[16], downsample=[], out_hidden_channels=16, fsq_levels=list(fsq_levels))
     tokenizer = VideoTokenizer(cfg)
     return save_tokenizer(tokenizer, path), tokenizer_fingerprint(tokenizer)
+
+
+def synthetic_generator(root: Path, videos_per_class: int = 6) -> tuple[Path, Path, Path]:
+    """(dataset, generator checkpoint, tokenizer file) for evaluation tests: a synthetic UCF-101 tree of 2
+    classes of 20-frame 64x64 videos, and a 2-step generator of its classes over 4x4x4 tokens (16x64x64 clips)."""
+    from navid.cli import main
+    from navid.data.synthetic import synthesize_dataset
+    from navid.data.ucf101 import load_index
+
+    data = synthesize_dataset(root / "data", classes=2, videos_per_class=videos_per_class, frames=20, size=64,
+                              progress=False)
+    names = load_index(data, "train").class_names
+    tokenizer, fingerprint = make_tokenizer(root / "tokenizer.pt")
+    tokens = np.random.default_rng(0).integers(0, 16, size=(4, 4, 4, 4))
+    labels = np.arange(4) % 2
+    cache = write_token_cache(root / "cache", tokens, labels, vocab_size=16, class_names=names,
+                              tokenizer_fingerprint=fingerprint)
+    assert main(["train", *tiny_overrides(cache, root / "run", steps=2)]) == 0
+    return data, root / "run" / "checkpoints" / "last.ckpt", tokenizer

@@ -1,4 +1,4 @@
-"""``navid fvd`` on real video files written by the data pipeline."""
+"""``navid fvd`` on real video files written by the data pipeline; a UCF-101 root gives the NAR protocol's chunks."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from navid.cli import main
 from navid.data.video_io import find_videos, frames_to_tensor, read_video
@@ -25,27 +26,40 @@ def fake_dir(synth_root, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_cli_folder_vs_ucf_root_and_stats_reuse(synth_root, fake_dir, tmp_path):
+def test_cli_ucf_root_chunks_vs_folder_and_stats_reuse(synth_root, fake_dir, tmp_path):
     args = ["fvd", "--real", str(synth_root), "--fake", str(fake_dir), "--num", "3", "--frames", "10"]
     assert main(args + ["--json", str(tmp_path / "a.json"), "--save-real-stats", str(tmp_path / "real.npz")]) == 0
     first = json.loads((tmp_path / "a.json").read_text())
     assert first["num_real"] == 3 and first["num_fake"] == 3 and "kvd" in first
-    assert first["real"]["frames"] == 10 and len(first["real"]["clips"]) == 3 and first["real"]["detector_sha256"]
+    real = first["real"]
+    assert real["protocol"] == "nar" and real["seed"] == 42 and real["resolution"] == 128 and real["detector_sha256"]
+    # 12 train videos of 20 frames: two 10-frame chunks each; 3 distinct ones drawn as the reference code draws.
+    assert real["num_chunks_available"] == 24 and len(real["chunks"]) == 3
+    assert len({(c["video"], c["start"]) for c in real["chunks"]}) == 3
+    assert {c["start"] for c in real["chunks"]} <= {0, 10}
 
-    # Same number from the saved statistics, and from the network applied to the same decoded frames.
+    # Same number from the saved statistics, and from the network applied to clips made by the protocol's recipe.
     assert main(["fvd", "--real", str(tmp_path / "real.npz"), "--fake", str(fake_dir), "--num", "3",
                  "--frames", "10", "--json", str(tmp_path / "b.json")]) == 0
     assert json.loads((tmp_path / "b.json").read_text())["fvd"] == pytest.approx(first["fvd"], rel=1e-9)
     i3d = load_i3d()
 
-    def feats(paths):
-        return extract_features(i3d, torch.stack([frames_to_tensor(read_video(p, list(range(10)))) for p in paths]))
+    def chunk(record):  # frames start..start+9; the 64x64 frames scaled to 128x128 (antialiased), kept as uint8
+        start = record["start"]
+        frames = torch.from_numpy(read_video(synth_root / record["video"], list(range(start, start + 10))))
+        video = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=(128, 128), mode="bilinear", antialias=True)
+        return frames_to_tensor(video.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1))
 
-    direct = fvd_from_features(feats(first["real"]["clips"]).numpy(), feats(first["fake"]["clips"]).numpy())
-    assert first["fvd"] == pytest.approx(direct, rel=1e-2)
+    real_feats = extract_features(i3d, torch.stack([chunk(r) for r in real["chunks"]]))
+    fake = torch.stack([frames_to_tensor(read_video(p, list(range(10)))) for p in first["fake"]["clips"]])
+    fake_feats = extract_features(i3d, fake)
+    # Batches of another composition change I3D's float32 sums by ~1e-6 relative; FVD is a difference of terms
+    # of the features' squared size (~5e3 here against FVD ~2e3), so it moves by ~1e-6 relative. A wrong chunk,
+    # crop or resize changes the clips themselves and FVD by far more than 1e-3.
+    assert first["fvd"] == pytest.approx(fvd_from_features(real_feats.numpy(), fake_feats.numpy()), rel=1e-3)
 
 
-def test_cli_errors(fake_dir, tmp_path, capsys):
+def test_cli_errors(synth_root, fake_dir, tmp_path, capsys):
     assert main(["fvd", "--real", str(fake_dir), "--fake", str(fake_dir), "--frames", "8"]) != 0
     assert "at least 10" in capsys.readouterr().err
     assert main(["fvd", "--real", str(tmp_path / "missing"), "--fake", str(fake_dir)]) != 0
@@ -55,4 +69,6 @@ def test_cli_errors(fake_dir, tmp_path, capsys):
     assert "no video files" in capsys.readouterr().err
     assert main(["fvd", "--real", str(fake_dir), "--fake", str(fake_dir), "--frames", "100"]) != 0
     assert "fewer than 2 usable clips" in capsys.readouterr().err
+    assert main(["fvd", "--real", str(synth_root), "--fake", str(fake_dir), "--num", "25", "--frames", "10"]) != 0
+    assert "25 real clips requested but the split has only 24 distinct chunks" in capsys.readouterr().err
 

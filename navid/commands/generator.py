@@ -43,10 +43,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--data", required=True, help="UCF-101-layout dataset root (class folders + ucfTrainTestlist/)")
     evaluate.add_argument("--split", default="train", choices=("train", "test"), help="real clips from this split (papers: train)")
     evaluate.add_argument("--fold", type=int, default=1, choices=(1, 2, 3))
+    evaluate.add_argument(
+        "--protocol", default="nar", choices=("nar",),
+        help="real clips: nar = distinct non-overlapping 16-frame chunks of the split, as NAR/LARP (docs/fvd.md)",
+    )
     # ``--num-clips`` spells the same option in a way torchrun's own parser does not mistake for its ``--numa-binding``.
-    evaluate.add_argument("--num", "--num-clips", dest="num", type=int, default=2048, help="generated clips = real clips (papers: 2048 or 10000)")
+    evaluate.add_argument(
+        "--num", "--num-clips", dest="num", type=int, default=10000, help="generated clips = real clips (papers: 10000)"
+    )
+    evaluate.add_argument("--real-seed", type=int, default=42, help="seed drawing the real chunks (reference code: 42)")
+    evaluate.add_argument("--allow-repeats", action="store_true", help="allow --num above the split's distinct chunks")
     evaluate.add_argument("--num-workers", type=int, default=4, help="processes decoding real clips")
-    evaluate.add_argument("--stats-cache", help="folder caching the real clips' I3D features")
+    evaluate.add_argument("--stats-cache", help="folder caching real I3D features (keyed by protocol and chunks)")
     evaluate.add_argument("--json", help="write the report here (refused if it exists, unless --overwrite)")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     evaluate.set_defaults(func=run_evaluate)
@@ -211,17 +219,25 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _distributed_device(requested: str):
-    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1); each rank takes its local GPU."""
+def _distributed_device(requested: str) -> str:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1).
+
+    With CUDA, each rank first pins its local GPU (``LOCAL_RANK``), so collectives and ``auto`` /
+    ``cuda`` place its tensors there rather than every rank on ``cuda:0``.
+    """
     import os
 
     import torch
     import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available() and requested == "auto":
-            return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return requested
+    if torch.cuda.is_available():
+        local = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        return local if requested in ("auto", "cuda") else requested
+    dist.init_process_group("gloo")
     return requested
 
 
@@ -230,8 +246,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     import torch.distributed as dist
 
-    from navid.data.ucf101 import UCF101Clips
     from navid.generation.evaluation import evaluate_generator, i3d_features, rank_world
+    from navid.metrics.real_chunks import PROTOCOL, ChunkClips, draw_chunks
     from navid.utils.atomic import write_json_atomic
 
     if args.num < 2:
@@ -243,26 +259,31 @@ def run_evaluate(args: argparse.Namespace) -> int:
     (t, h, w), (ct, ch, cw) = schedule.grid, tokenizer.compression
     if h * ch != w * cw:
         raise ValueError(f"generated clips are {h * ch}x{w * cw}; the FVD protocol compares square clips")
-    real = UCF101Clips(args.data, args.split, args.fold, num_frames=t * ct, resolution=h * ch)
-    if list(real.class_names) != list(meta["class_names"]):
+    draw = draw_chunks(args.data, args.num, args.real_seed, args.split, args.fold, t * ct, args.allow_repeats)
+    if list(draw.index.class_names) != list(meta["class_names"]):
         raise ValueError(f"{args.data}: its classes differ from the {len(meta['class_names'])} classes the generator was trained on")
+    real = ChunkClips(draw, resolution=h * ch)
     features, provenance = i3d_features(device)
-    cache_key = {
-        "data": str(Path(args.data).resolve()), "split": args.split, "fold": args.fold, "num": args.num, "seed": args.seed,
-        "num_frames": t * ct, "resolution": h * ch, "features": provenance,
+    real_clips = {
+        "protocol": PROTOCOL, "data": str(Path(args.data).resolve()), "split": args.split, "fold": args.fold,
+        "seed": args.real_seed, "num": args.num, "num_frames": t * ct, "resolution": h * ch,
     }
+    cache_key = {**real_clips, "chunks_sha256": draw.fingerprint(), "features": provenance}
     report = evaluate_generator(
-        model, schedule, tokenizer, real, args.num, sampling, args.batch_size, features, args.stats_cache, cache_key, args.num_workers
+        model, schedule, tokenizer, real, sampling, args.batch_size, features, args.stats_cache, cache_key,
+        args.num_workers,
     )
     report.update({
-        "generator": str(args.generator), "tokenizer": str(args.tokenizer), "weights": "raw" if args.raw_weights else "ema",
-        "schedule": schedule.kind, "real_clips": cache_key, "sampling": dataclasses.asdict(sampling),
+        "protocol": PROTOCOL, "generator": str(args.generator), "tokenizer": str(args.tokenizer),
+        "weights": "raw" if args.raw_weights else "ema", "schedule": schedule.kind,
+        "real_clips": {**real_clips, **draw.report()}, "sampling": dataclasses.asdict(sampling),
         "batch_size": args.batch_size, "device": str(device), "fvd_provenance": provenance,
     })
     if rank_world()[0] == 0:
         if args.json:
             write_json_atomic(args.json, report)
-        print(f"FVD {report['fvd']:.2f}  KVD {report['kvd']:.4f}  ({args.num} generated vs {args.num} real {args.split} clips, cfg {args.cfg})")
+        print(f"FVD {report['fvd']:.2f}  KVD {report['kvd']:.4f}  ({args.num} generated vs {args.num} real "
+              f"{args.split} chunks, protocol {PROTOCOL}, cfg {args.cfg})")
         nearest = report["per_class_fvd"]["own_class_nearest"]
         if nearest is not None:
             print(f"per-class FVD: {nearest:.0%} of generated classes are nearest their own real class")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     rec = subparsers.add_parser("reconstruct", help="PSNR/SSIM/codebook usage of a tokenizer on held-out clips")
     _add_data_arguments(rec, default_split="test")
-    rec.add_argument("--num", type=int, default=None, help="number of clips (default: all)")
+    rec.add_argument("--num", "--num-clips", dest="num", type=int, default=None,
+                     help="number of clips (default: all); under torchrun spell it --num-clips (torchrun reads --num)")
     rec.add_argument("--out", default=None, help="folder for side-by-side videos (original | reconstruction)")
     rec.add_argument("--num-videos", type=int, default=4, help="how many side-by-side videos to write")
     rec.add_argument("--fvd", action="store_true", help="also compute rFVD (needs navid.metrics.fvd)")
@@ -35,7 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tok.add_argument("--out", required=True, help="token cache folder")
     tok.add_argument("--clips-per-video", type=int, default=1, help="K evenly spaced clips per video")
     tok.add_argument("--hflip", action="store_true", help="also cache every clip mirrored left-right (2x the grids)")
-    tok.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    tok.add_argument("--shard-size", type=int, default=512,
+                     help="clips per shard: a killed run loses at most one shard per rank, a rerun continues")
+    tok.add_argument("--max-shards", type=int, default=None,
+                     help="write at most this many shards in this run (split a long job over several sessions)")
+    tok.add_argument("--overwrite", action="store_true",
+                     help="start again in a non-empty --out (replaces a finished cache, drops unfinished shards)")
     tok.set_defaults(func=run_tokenize)
 
 
@@ -47,8 +54,11 @@ def _add_data_arguments(parser: argparse.ArgumentParser, default_split: str) -> 
     parser.add_argument("--num-frames", type=int, default=16)
     parser.add_argument("--resolution", type=int, default=64, help="frame size (the tokenizer's training size)")
     parser.add_argument("--frame-stride", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=8, help="clips encoded together (per rank)")
+    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader processes decoding video (0: none)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (cuda when present, else cpu), cpu, cuda or cuda:N; "
+                             "under torchrun each rank takes cuda:LOCAL_RANK")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -96,7 +106,22 @@ def _clip_at(ds, i: int, start: int):
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
+    """Under torchrun rank r reconstructs clips r, r + world, ...; the metrics are summed over ranks."""
+    from navid.utils.distributed import setup_distributed, teardown_distributed
+
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise FileExistsError(f"--json {args.json} exists; pass --overwrite to replace it")
+    ctx = setup_distributed(args.device)
+    try:
+        return _reconstruct(args, ctx)
+    finally:
+        teardown_distributed()
+
+
+def _reconstruct(args: argparse.Namespace, ctx) -> int:
     import torch
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader, Subset
     from torchmetrics.image import StructuralSimilarityIndexMeasure
     from tqdm import tqdm
 
@@ -105,46 +130,57 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from navid.tokenizer.losses import psnr
     from navid.utils.atomic import prepare_output_dir, write_json_atomic
 
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        raise FileExistsError(f"--json {args.json} exists; pass --overwrite to replace it")
-    if args.out:
+    if args.out and ctx.is_main:
         prepare_output_dir(args.out, args.overwrite)
+    ctx.barrier()  # --out is checked before any rank writes into it
     torch.manual_seed(args.seed)
-    tokenizer = load_tokenizer(args.tokenizer, map_location=args.device)
+    tokenizer = load_tokenizer(args.tokenizer, map_location=ctx.device)
     ds = _clips(args)
     n = len(ds) if args.num is None else min(args.num, len(ds))
-    fvd = _fvd_metric(args.device) if args.fvd else None
-    ssim = StructuralSimilarityIndexMeasure(data_range=2.0).to(args.device)
-    psnrs, counts = [], torch.zeros(tokenizer.vocab_size, dtype=torch.int64)
-    written = 0
-    for lo in tqdm(range(0, n, args.batch_size), desc="reconstructing", unit="batch"):
-        video = torch.stack([ds[i][0] for i in range(lo, min(n, lo + args.batch_size))]).to(args.device)
-        tokens = tokenizer.encode(video)
-        recon = tokenizer.decode(tokens)
-        psnrs.append(psnr(recon, video).cpu())
-        counts += torch.bincount(tokens.flatten().cpu(), minlength=tokenizer.vocab_size)
+    mine = list(range(ctx.rank, n, ctx.world_size))
+    loader = DataLoader(Subset(ds, mine), batch_size=args.batch_size, num_workers=args.num_workers,
+                        pin_memory=ctx.device.type == "cuda")
+    fvd = _fvd_metric(ctx.device) if args.fvd else None
+    ssim = StructuralSimilarityIndexMeasure(data_range=2.0).to(ctx.device)
+    psnr_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)  # summed on the device: no host sync per batch
+    counts = torch.zeros(tokenizer.vocab_size, dtype=torch.int64, device=ctx.device)
+    seen = 0
+    for video, _ in tqdm(loader, desc="reconstructing", unit="batch", disable=not ctx.is_main):
+        video = video.to(ctx.device, non_blocking=True)  # (B, C, T, H, W)
+        tokens = tokenizer.encode(video)  # (B, T', H', W')
+        recon = tokenizer.decode(tokens)  # (B, C, T, H, W)
+        psnr_sum += psnr(recon, video).double().sum()
+        counts += torch.bincount(tokens.flatten(), minlength=tokenizer.vocab_size)
         ssim.update(recon.transpose(1, 2).flatten(0, 1), video.transpose(1, 2).flatten(0, 1))  # frames as images
         if fvd is not None:
             fvd.update(video, real=True)
             fvd.update(recon, real=False)
-        while args.out and written < min(args.num_videos, lo + video.shape[0]):
-            side = torch.cat([video[written - lo], recon[written - lo]], dim=-1).cpu()  # (C, T, H, 2W)
-            write_video(Path(args.out) / f"recon_{written:03d}.gif", tensor_to_frames(side), fps=8)
-            written += 1
+        for b, clip in enumerate(mine[seen : seen + len(video)]):
+            if args.out and clip < args.num_videos:
+                side = torch.cat([video[b], recon[b]], dim=-1).cpu()  # (C, T, H, 2W): original | reconstruction
+                write_video(Path(args.out) / f"recon_{clip:03d}.gif", tensor_to_frames(side), fps=8)
+        seen += len(video)
+    if ctx.is_distributed:
+        dist.all_reduce(psnr_sum)
+        dist.all_reduce(counts)
+    ssim_value, rfvd = float(ssim.compute()), (float(fvd.compute()) if fvd is not None else None)  # both sum over ranks
+    counts = counts.cpu()
+    if not ctx.is_main:
+        return 0
     report = {
         "tokenizer": str(args.tokenizer),
         "fingerprint": tokenizer_fingerprint(tokenizer),
         "data": str(args.data),
         "split": args.split,
         "num_clips": n,
-        "psnr": float(torch.cat(psnrs).mean()),
-        "ssim": float(ssim.compute()),
+        "psnr": float(psnr_sum) / n,
+        "ssim": ssim_value,
         "codebook_usage": float((counts > 0).float().mean()),
         "codes_used": int((counts > 0).sum()),
         "vocab_size": tokenizer.vocab_size,
     }
-    if fvd is not None:
-        report["rfvd"] = float(fvd.compute())
+    if rfvd is not None:
+        report["rfvd"] = rfvd
     print(json.dumps(report, indent=2))
     if args.json:
         write_json_atomic(args.json, report)
@@ -158,39 +194,126 @@ def _fvd_metric(device: str):
     return FrechetVideoDistance().to(device)
 
 
-def run_tokenize(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from navid.data.token_cache import write_token_cache
-    from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
-    from navid.utils.atomic import prepare_output_dir
-
-    if args.clips_per_video < 1:
-        raise ValueError(f"--clips-per-video must be >= 1, got {args.clips_per_video}")
-    out = prepare_output_dir(args.out, args.overwrite)
-    tokenizer = load_tokenizer(args.tokenizer, map_location=args.device)
-    ds = _clips(args)
-    k = args.clips_per_video
-    items = []  # (video index, start frame): K evenly spaced clips per video
+def _clip_starts(ds, k: int) -> list[tuple[int, int]]:
+    """(video index, start frame) of K evenly spaced clips per video (the centre clip when K = 1), video-major."""
+    items = []
     for i, count in enumerate(ds.frame_counts):
         room = max(count - ds.span, 0)
         starts = np.linspace(0, room, k).round().astype(int) if k > 1 else [room // 2]
         items += [(i, int(s)) for s in starts]
-    tokens, labels = [], []
-    for lo in tqdm(range(0, len(items), args.batch_size), desc="tokenizing", unit="batch"):
-        batch = items[lo : lo + args.batch_size]
-        video = torch.stack([_clip_at(ds, i, s) for i, s in batch]).to(args.device)
-        batch_labels = [ds.labels[i] for i, _ in batch]
-        if args.hflip:  # a mirrored clip is another clip of the same class (the tokenizer trains on flips too)
-            video, batch_labels = torch.cat([video, video.flip(-1)]), batch_labels * 2
-        tokens.append(tokenizer.encode(video).cpu().numpy())
-        labels += batch_labels
-    write_token_cache(
-        out, np.concatenate(tokens), np.asarray(labels, dtype=np.int64), vocab_size=tokenizer.vocab_size,
-        class_names=ds.class_names, tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
-        source={"data": str(args.data), "split": args.split, "fold": args.fold, "clips_per_video": k, "hflip": args.hflip,
-                "num_frames": args.num_frames, "resolution": ds.resolution, "tokenizer": str(args.tokenizer)},
+    return items
+
+
+class _ClipsAt:
+    """Map-style dataset: item ``j`` is clip ``items[j]`` = (video, start frame) of ``ds`` and its label.
+
+    Clips are (C, T, H, W) in [-1, 1], centred crops without flips, as :func:`_clip_at` makes them.
+    """
+
+    def __init__(self, ds, items: list[tuple[int, int]]) -> None:
+        self.ds, self.items = ds, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, j: int):
+        i, start = self.items[j]
+        return _clip_at(self.ds, i, start), self.ds.labels[i]
+
+
+def _shard_batches(shards, todo: list[int], batch_size: int) -> list[tuple[int, list[int]]]:
+    """(shard, clip indices) batches of the shards ``todo``; a batch never spans two shards.
+
+    So every clip is encoded in the same batch whatever the number of ranks or interruptions,
+    and the cache is the same bytes either way.
+    """
+    batches = []
+    for shard in todo:
+        items = shards.items(shard)
+        batches += [(shard, list(items[lo : lo + batch_size])) for lo in range(0, len(items), batch_size)]
+    return batches
+
+
+def run_tokenize(args: argparse.Namespace) -> int:
+    from navid.data.token_cache import TokenCacheShards
+    from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
+    from navid.utils.distributed import setup_distributed, teardown_distributed
+
+    if args.clips_per_video < 1:
+        raise ValueError(f"--clips-per-video must be >= 1, got {args.clips_per_video}")
+    ctx = setup_distributed(args.device)
+    try:
+        tokenizer = load_tokenizer(args.tokenizer, map_location=ctx.device)
+        ds = _clips(args)
+        items = _clip_starts(ds, args.clips_per_video)
+        source = {
+            "data": str(args.data), "split": args.split, "fold": args.fold, "clips_per_video": args.clips_per_video,
+            "hflip": args.hflip, "num_frames": args.num_frames, "resolution": ds.resolution,
+            "tokenizer": str(args.tokenizer),
+        }
+        job = {**source, "frame_stride": args.frame_stride, "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer)}
+        if ctx.is_main:
+            TokenCacheShards.prepare(args.out, job, len(items), args.shard_size, args.overwrite)
+        ctx.barrier()
+        shards = TokenCacheShards(args.out)
+        missing = shards.missing()
+        ctx.barrier()  # every rank has listed the missing shards before any rank writes one
+        todo = missing if args.max_shards is None else missing[: args.max_shards]
+        if ctx.is_main and len(missing) < shards.num_shards:
+            done = shards.num_shards - len(missing)
+            print(f"resuming {args.out}: {done} of {shards.num_shards} shards written before")
+        start = time.perf_counter()
+        _encode_shards(tokenizer, _ClipsAt(ds, items), shards, todo[ctx.rank :: ctx.world_size], args, ctx)
+        ctx.barrier()
+        if not ctx.is_main:
+            return 0
+        seconds, clips = time.perf_counter() - start, sum(len(shards.items(s)) for s in todo)
+        print(f"encoded {clips} clips in {seconds:.1f} s ({clips / seconds:.2f} clips/s over {ctx.world_size} rank(s))")
+        left = len(shards.missing())
+        if left:
+            print(f"stopped with {left} of {shards.num_shards} shards to go; run the same command again to continue")
+            return 0
+        out = shards.finish(
+            vocab_size=tokenizer.vocab_size, class_names=ds.class_names,
+            tokenizer_fingerprint=tokenizer_fingerprint(tokenizer), source=source,
+        )
+        grid = tokenizer.grid_shape((args.num_frames, ds.resolution, ds.resolution))
+        print(f"wrote {len(items) * (2 if args.hflip else 1)} token grids {tuple(grid)} to {out}")
+        return 0
+    finally:
+        teardown_distributed()
+
+
+def _encode_shards(tokenizer, clips: _ClipsAt, shards, todo: list[int], args: argparse.Namespace, ctx) -> None:
+    """Encode this rank's shards ``todo`` and write each as soon as its last batch is done.
+
+    With ``--hflip`` each clip is followed by its mirror image (row 2j: clip j, row 2j+1: its mirror).
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    batches = _shard_batches(shards, todo, args.batch_size)
+    loader = DataLoader(
+        clips, batch_sampler=[b for _, b in batches], num_workers=args.num_workers,
+        pin_memory=ctx.device.type == "cuda",
     )
-    print(f"wrote {len(labels)} token grids {tuple(tokens[0].shape[1:])} to {out}")
-    return 0
+    done: dict[int, tuple[list, list]] = {}
+    desc = f"tokenizing (rank {ctx.rank})" if ctx.is_distributed else "tokenizing"
+    bar = tqdm(total=sum(len(b) for _, b in batches), desc=desc, unit="clip", disable=not ctx.is_main)
+    for (shard, batch), (video, labels) in zip(batches, loader):
+        video = video.to(ctx.device, non_blocking=True)  # (B, C, T, H, W)
+        if args.hflip:  # a mirrored clip is another clip of the same class (the tokenizer trains on flips too)
+            tokens = tokenizer.encode(torch.cat([video, video.flip(-1)]))  # (2B, T', H', W')
+            tokens = torch.stack(tokens.chunk(2), dim=1).flatten(0, 1)  # (2B, T', H', W'): clip, mirror, clip, ...
+            labels = labels.repeat_interleave(2)
+        else:
+            tokens = tokenizer.encode(video)  # (B, T', H', W')
+        parts = done.setdefault(shard, ([], []))
+        parts[0].append(tokens.cpu().numpy())
+        parts[1].append(labels.numpy().astype(np.int64))
+        if batch[-1] == shards.items(shard)[-1]:
+            token_parts, label_parts = done.pop(shard)
+            shards.write(shard, np.concatenate(token_parts), np.concatenate(label_parts))
+        bar.update(len(batch))
+    bar.close()

@@ -8,12 +8,18 @@ Layout of a cache folder::
 
 ``meta.json`` is written last, so a cache whose writing was interrupted has no metadata
 and is refused instead of being read half-written.
+
+``navid tokenize`` fills a cache shard by shard (:class:`TokenCacheShards`): ``shards/plan.json``
+fixes what is being encoded and how the clips are cut into shards, each ``shards/shard_NNNNNN.npz``
+appears whole (atomic rename) or not at all, and a rerun encodes only the missing shards. When
+every shard is there they are joined, in shard order, into the three files above and removed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -26,6 +32,7 @@ from navid import __version__
 from navid.utils.atomic import atomic_path, write_json_atomic
 
 CACHE_FORMAT = "navid-token-cache/1"
+SHARDS_FORMAT = "navid-token-shards/1"
 
 
 class TokenCacheError(ValueError):
@@ -68,6 +75,96 @@ def write_token_cache(
     }
     write_json_atomic(out / "meta.json", meta)
     return out
+
+
+class TokenCacheShards:
+    """An unfinished token cache: ``num_items`` clips cut into shards of ``shard_size`` consecutive clips.
+
+    The shard layout depends only on the plan, never on how many ranks write it, so caches made
+    by one rank, by many, or over several interrupted runs are identical. ``plan`` holds the job's
+    settings (data, split, tokenizer fingerprint, ...); a rerun with different settings is refused.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike) -> None:
+        self.out = Path(out_dir)
+        self.dir = self.out / "shards"
+        plan_path = self.dir / "plan.json"
+        if not plan_path.is_file():
+            raise TokenCacheError(f"{self.out} holds no unfinished token cache (no {plan_path})")
+        self.plan = json.loads(plan_path.read_text())
+        if self.plan.get("format") != SHARDS_FORMAT:
+            raise TokenCacheError(f"{plan_path}: format {self.plan.get('format')!r}, expected {SHARDS_FORMAT!r}")
+        self.num_items, self.shard_size = self.plan["num_items"], self.plan["shard_size"]
+
+    @classmethod
+    def prepare(
+        cls, out_dir: str | os.PathLike, job: dict, num_items: int, shard_size: int, overwrite: bool
+    ) -> "TokenCacheShards":
+        """Start a new job in ``out_dir``, or reopen the unfinished one with the same ``job`` settings.
+
+        A finished cache (``meta.json``), another job's shards or other files are refused unless
+        ``overwrite``, which starts again from no shards (and drops the finished cache's marker).
+        """
+        out = Path(out_dir)
+        if shard_size < 1:
+            raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+        plan = {"format": SHARDS_FORMAT, "num_items": num_items, "shard_size": shard_size, "job": job}
+        shard_dir = out / "shards"
+        if overwrite:
+            if shard_dir.is_dir():
+                shutil.rmtree(shard_dir)
+            (out / "meta.json").unlink(missing_ok=True)
+        elif (out / "meta.json").is_file():
+            raise FileExistsError(f"--out {out} already holds a finished token cache; pass --overwrite to replace it")
+        elif (shard_dir / "plan.json").is_file():
+            old = json.loads((shard_dir / "plan.json").read_text())
+            if old != plan:
+                changed = sorted(k for k in {**old.get("job", {}), **job} if old.get("job", {}).get(k) != job.get(k))
+                changed += [k for k in ("num_items", "shard_size") if old.get(k) != plan[k]]
+                raise FileExistsError(
+                    f"--out {out} holds an unfinished token cache made with other settings ({', '.join(changed)}); "
+                    "rerun with the same settings to continue it, or pass --overwrite to start again"
+                )
+            return cls(out)
+        elif out.is_dir() and any(out.iterdir()):
+            raise FileExistsError(f"--out {out} exists and is not empty; pass --overwrite to write into it")
+        write_json_atomic(shard_dir / "plan.json", plan)
+        return cls(out)
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_items // self.shard_size)
+
+    def items(self, shard: int) -> range:
+        """The clip indices shard ``shard`` holds."""
+        return range(shard * self.shard_size, min(self.num_items, (shard + 1) * self.shard_size))
+
+    def path(self, shard: int) -> Path:
+        return self.dir / f"shard_{shard:06d}.npz"
+
+    def missing(self) -> list[int]:
+        """Shards not yet written, in order."""
+        return [s for s in range(self.num_shards) if not self.path(s).is_file()]
+
+    def write(self, shard: int, tokens: np.ndarray, labels: np.ndarray) -> None:
+        """Store one shard's token grids ``(N, T, H, W)`` (as int32) and labels ``(N,)`` atomically."""
+        with atomic_path(self.path(shard)) as tmp:
+            np.savez(tmp, tokens=tokens.astype(np.int32), labels=labels.astype(np.int64))
+
+    def finish(self, **meta) -> Path:
+        """Join every shard, in order, into the cache files (:func:`write_token_cache` ``meta``); remove the shards."""
+        missing = self.missing()
+        if missing:
+            first = self.path(missing[0])
+            raise TokenCacheError(f"{self.out}: {len(missing)} of {self.num_shards} shards missing (first: {first})")
+        tokens, labels = [], []
+        for s in range(self.num_shards):
+            with np.load(self.path(s)) as shard:
+                tokens.append(shard["tokens"])
+                labels.append(shard["labels"])
+        out = write_token_cache(self.out, np.concatenate(tokens), np.concatenate(labels), **meta)
+        shutil.rmtree(self.dir)
+        return out
 
 
 class TokenCache(Dataset):

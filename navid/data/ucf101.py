@@ -147,14 +147,20 @@ def load_index(root: str | os.PathLike, split: str = "train", fold: int = 1) -> 
 
 
 def resize_crop(video: torch.Tensor, resolution: int) -> torch.Tensor:
-    """``(T, C, H, W)`` float: resize the shorter side to ``resolution``, then centre-crop square."""
+    """``(T, C, H, W)`` float: shorter side to ``resolution`` (antialiased bilinear), then a centred square crop.
+
+    The arithmetic is torchvision's ``Resize(resolution, antialias=True)`` + ``CenterCrop(resolution)``,
+    which LARP and NAR apply to their training clips and to the real clips of their FVD: the longer
+    side becomes ``int(resolution * long / short)`` (truncated) and the crop starts at
+    ``round((size - resolution) / 2)`` (Python's round, half to even).
+    """
     h, w = video.shape[-2:]
     if min(h, w) != resolution:
-        scale = resolution / min(h, w)
-        size = (max(resolution, round(h * scale)), max(resolution, round(w * scale)))
+        longer = int(resolution * max(h, w) / min(h, w))
+        size = (resolution, longer) if h <= w else (longer, resolution)
         video = F.interpolate(video, size=size, mode="bilinear", align_corners=False, antialias=True)
     h, w = video.shape[-2:]
-    top, left = (h - resolution) // 2, (w - resolution) // 2
+    top, left = int(round((h - resolution) / 2.0)), int(round((w - resolution) / 2.0))
     return video[..., top : top + resolution, left : left + resolution]
 
 

@@ -26,6 +26,8 @@ class GeneratorDataConfig:
     """The token cache (``navid tokenize`` output) and how it is batched."""
 
     tokens: str = MISSING
+    # Decodes the preview samples of trainer.sample_every_n_steps; None = the tokenizer the cache was made with.
+    tokenizer: Optional[str] = None
     batch_size: int = 32
     num_workers: int = 0
     val_fraction: float = 0.05

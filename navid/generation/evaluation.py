@@ -83,13 +83,19 @@ def resolve_classes(spec: Optional[str], all_classes: bool, class_names: Sequenc
 
 
 # --------------------------------------------------------------------------- FVD protocol
-def choose_real_clips(num_clips: int, num: int, seed: int) -> np.ndarray:
-    """Indices of the ``num`` real clips (without replacement when the split is large enough).
+def batch_seed(seed: int, batch: int) -> int:
+    """Seed of the generator that samples global batch ``batch``: a function of (seed, batch) only."""
+    return int(np.random.SeedSequence([seed, batch]).generate_state(1)[0])
 
-    Every rank calls this with the same seed, so all ranks agree on one choice.
+
+def rank_batches(total: int, batch_size: int) -> list[range]:
+    """This rank's share of ``total`` items in fixed batches: global batch ``k`` goes to rank ``k % world``.
+
+    The batches (and so every batched computation) are the same for any number of ranks.
     """
-    rng = np.random.default_rng(seed)
-    return rng.choice(num_clips, size=num, replace=num > num_clips)
+    rank, world = rank_world()
+    num_batches = -(-total // batch_size)
+    return [range(k * batch_size, min((k + 1) * batch_size, total)) for k in range(rank, num_batches, world)]
 
 
 def per_class_fvd(gen_features: np.ndarray, gen_labels: np.ndarray, real_features: np.ndarray, real_labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -122,29 +128,28 @@ def rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _gather_shards(part: np.ndarray, total: int) -> np.ndarray:
-    """Reassemble rows sharded as ``rows[rank::world]`` from every rank, in the original order."""
+def _gather_batches(mine: list[np.ndarray]) -> np.ndarray:
+    """Every rank's per-batch rows (its batches of :func:`rank_batches`, in order) → all rows in global order."""
     rank, world = rank_world()
     if world == 1:
-        return part
+        return np.concatenate(mine)
     import torch.distributed as dist
 
     parts: list = [None] * world
-    dist.all_gather_object(parts, part)
-    out = np.empty((total, *part.shape[1:]), dtype=part.dtype)
-    for r, p in enumerate(parts):
-        out[r::world] = p
-    return out
+    dist.all_gather_object(parts, mine)
+    total_batches = sum(len(p) for p in parts)
+    return np.concatenate([parts[k % world][k // world] for k in range(total_batches)])
 
 
 def _real_features(real, indices: np.ndarray, features: Callable, batch_size: int, num_workers: int, progress: bool) -> np.ndarray:
-    """I3D features (num, D) of the real clips ``indices``; each rank decodes its shard ``indices[rank::world]``."""
-    from torch.utils.data import DataLoader, Subset
+    """Features (len(indices), D) of the real clips ``indices``; each rank decodes its :func:`rank_batches`."""
+    from torch.utils.data import DataLoader
 
-    rank, world = rank_world()
-    loader = DataLoader(Subset(real, indices[rank::world].tolist()), batch_size=batch_size, num_workers=num_workers)
-    out = [features(video) for video, _ in tqdm(loader, desc="real clips", disable=not progress or rank != 0)]
-    return _gather_shards(np.concatenate(out), len(indices))
+    batches = [indices[b].tolist() for b in rank_batches(len(indices), batch_size)]
+    loader = DataLoader(real, batch_sampler=batches, num_workers=num_workers)
+    bar = tqdm(loader, desc="real clips", disable=not progress or rank_world()[0] != 0)
+    out = [features(video) for video, _ in bar]
+    return _gather_batches(out)
 
 
 def evaluate_generator(
@@ -152,7 +157,6 @@ def evaluate_generator(
     schedule: Schedule,
     tokenizer: torch.nn.Module,
     real,
-    num: int,
     sampling: SamplingConfig,
     batch_size: int,
     features: Callable[[torch.Tensor], np.ndarray],
@@ -161,30 +165,36 @@ def evaluate_generator(
     num_workers: int = 0,
     progress: bool = True,
 ) -> dict:
-    """The papers' protocol: ``num`` real clips of ``real`` (a :class:`~navid.data.ucf101.UCF101Clips`)
-    chosen with ``sampling.seed``, and ``num`` generated clips, clip ``i`` with the label of real
-    clip ``i``; FVD and KVD between the two feature sets, and the per-class FVD matrix.
+    """The papers' protocol: one generated clip per real clip of ``real`` (a dataset of
+    ``(video, label)``, e.g. :class:`~navid.metrics.real_chunks.ChunkClips`), clip ``i`` with the
+    label of real clip ``i``; FVD and KVD between the two feature sets, and the per-class FVD matrix.
 
-    ``features`` maps a video batch (B, C, T, H, W) in [-1, 1] to I3D features (B, D) float64.
-    Work is sharded over ranks when ``torch.distributed`` is initialised: each rank generates
-    its share with seed ``sampling.seed + rank``; all ranks share one choice of real clips.
-    Real features are cached in ``stats_cache`` under a hash of ``cache_key`` (the split, the
-    clip shape, ``num``, the seed and the feature extractor's provenance).
+    ``features`` maps a video batch (B, C, T, H, W) in [-1, 1] to I3D features (B, D) float64;
+    generated clips are rounded to uint8 first, as the real ones are. Clips are generated in
+    global batches of ``batch_size``; batch ``k`` is sampled with a generator seeded from
+    ``(sampling.seed, k)`` by rank ``k % world``, so any number of ranks gives the same clips
+    and the same scores. Real features are cached in ``stats_cache`` under a hash of ``cache_key``.
     """
+    from navid.metrics.fvd import quantize_uint8
+
     rank, world = rank_world()
     device = next(model.parameters()).device
-    indices = choose_real_clips(len(real), num, sampling.seed)
-    real_feats = reference_features(real, indices, features, batch_size, stats_cache, cache_key, num_workers, progress)
-    real_labels = np.asarray(real.labels)[indices]  # generated clip i takes real clip i's label
+    num = len(real)
+    real_feats = reference_features(
+        real, np.arange(num), features, batch_size, stats_cache, cache_key, num_workers, progress
+    )
+    real_labels = np.asarray(real.labels)  # generated clip i takes real clip i's label
+    labels = torch.as_tensor(real_labels, device=device)
 
-    labels = torch.as_tensor(real_labels[rank::world], device=device)
-    generator = torch.Generator(device=device).manual_seed(sampling.seed + rank)
     gen_parts, seconds, steps = [], 0.0, schedule.num_steps
-    batches = generate_batches(model, schedule, tokenizer, labels, sampling, batch_size, generator)
-    for batch in tqdm(batches, total=-(-len(labels) // batch_size), desc="generated clips", disable=not progress or rank != 0):
-        gen_parts.append(features(batch.video))
+    mine = rank_batches(num, batch_size)
+    for rows in tqdm(mine, desc="generated clips", disable=not progress or rank != 0):
+        generator = torch.Generator(device=device).manual_seed(batch_seed(sampling.seed, rows.start // batch_size))
+        batch_labels = labels[rows.start : rows.stop]  # (B,)
+        (batch,) = generate_batches(model, schedule, tokenizer, batch_labels, sampling, batch_size, generator)
+        gen_parts.append(features(quantize_uint8(batch.video)))
         seconds += batch.seconds
-    gen_feats = _gather_shards(np.concatenate(gen_parts), num)
+    gen_feats = _gather_batches(gen_parts)
 
     report = score_features(gen_feats, real_labels, real_feats, real_labels, list(real.class_names))
     report.update({
@@ -209,18 +219,22 @@ def reference_features(
 ) -> np.ndarray:
     """Features (len(indices), D) of the real clips ``indices`` of ``real``.
 
-    Features are cached in ``stats_cache`` under a hash of ``cache_key`` (the split, the clip
-    shape, the number of clips, the seed and the feature extractor's provenance), so several
-    models (or a model and a baseline) are scored against the same real clips for one pass.
+    Features are cached in ``stats_cache`` as ``real-<protocol>-<hash of cache_key>.npz``; the key
+    names the real clips (protocol, data, chunks) and the feature extractor, never the model or the
+    ranks, so several models, runs and ranks are scored against the same real clips for one pass.
+    A cached file whose stored key differs is an error, not a silent reuse.
     """
     from navid.metrics.fvd import FeatureStats
 
     cache_file = None
     if stats_cache is not None:
         digest = hashlib.sha256(json.dumps(cache_key, sort_keys=True).encode()).hexdigest()[:16]
-        cache_file = Path(stats_cache) / f"real-features-{digest}.npz"
+        cache_file = Path(stats_cache) / f"real-{(cache_key or {}).get('protocol', 'features')}-{digest}.npz"
     if cache_file is not None and cache_file.is_file():
-        return FeatureStats.load(cache_file).features
+        cached = FeatureStats.load(cache_file)
+        if cached.provenance != cache_key or cached.features is None or len(cached.features) != len(indices):
+            raise ValueError(f"{cache_file}: cached real features were made for other clips; remove the file")
+        return cached.features
     real_feats = _real_features(real, indices, features, batch_size, num_workers, progress)
     if cache_file is not None and rank_world()[0] == 0:
         FeatureStats.from_features(real_feats, provenance=cache_key).save(cache_file)

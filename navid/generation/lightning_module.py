@@ -20,14 +20,17 @@ import torch
 import torch.nn.functional as F
 
 from navid import __version__
-from navid.config import to_dict
+from navid.config import ConfigError, to_dict
 from navid.data.token_cache import TokenCacheDataModule
 from navid.generation.checkpoint import CHECKPOINT_FORMAT, build_transformer
 from navid.generation.config import GeneratorTrainConfig
-from navid.generation.schedule import build_schedule
+from navid.generation.sampler import SamplingConfig, sample
+from navid.generation.schedule import Schedule, build_schedule
 from navid.generation.transformer import drop_labels
-from navid.utils.ema import ema_decay_at, update_ema
-from navid.utils.training import LAST_CHECKPOINT, adamw_with_schedule, build_trainer, resume_checkpoint
+from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
+from navid.tokenizer.model import VideoTokenizer
+from navid.utils.ema import StepEMA
+from navid.utils.training import LAST_CHECKPOINT, adamw_with_schedule, build_trainer, is_logging_step, resume_checkpoint
 
 
 def token_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
@@ -58,17 +61,33 @@ class GeneratorModule(L.LightningModule):
             "num_classes": int(cache_meta["num_classes"]),
         }
         self.schedule = build_schedule(cfg.model.schedule, self.grid)
+        # The schedule's index tensors and its (L, L) mask, moved to the training device once
+        # (see _device_schedule) instead of being copied from the host at every step.
+        self._schedule_on_device = self.schedule
         self.model = build_transformer(self.transformer_config, self.schedule)
         # DDP requires every trainable parameter to get a gradient; an empty one (no special
         # slots in this schedule) never does, and has nothing to train.
         for param in self.model.parameters():
             param.requires_grad_(param.numel() > 0)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self._ema_step = -1  # global step of the last EMA update
+        self.ema_updates = StepEMA(cfg.optim.ema_decay)
+        # The decoder of preview samples; a tuple keeps it out of state_dict and checkpoints.
+        self.preview_decoder: tuple[VideoTokenizer, ...] = ()
+
+    def _device_schedule(self) -> Schedule:
+        """The schedule with every tensor on this module's device, built once per device.
+
+        Deliberately not registered as buffers: DDP would broadcast buffers from rank 0 at
+        every step, and ``bf16-true`` / ``16-true`` precision would round the float weights
+        (1/3 is not exact in bf16).
+        """
+        if self._schedule_on_device.attention_mask.device != self.device:
+            self._schedule_on_device = self.schedule.to(self.device)
+        return self._schedule_on_device
 
     def _loss(self, model: torch.nn.Module, tokens: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of the schedule's averaged target logits against ``tokens`` (B, T, H, W)."""
-        logits = model.target_logits(tokens, labels, self.schedule)  # (B, N, V), flat (t, h, w) order
+        logits = model.target_logits(tokens, labels, self._device_schedule())  # (B, N, V), flat (t, h, w) order
         loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten())
         return loss, logits
 
@@ -76,18 +95,29 @@ class GeneratorModule(L.LightningModule):
         tokens, labels = batch  # (B, T, H, W), (B,)
         labels = drop_labels(labels, self.model.cfg.class_dropout, self.model.cfg.num_classes)
         loss, logits = self._loss(self.model, tokens, labels)
-        targets = tokens.flatten(1)  # (B, N)
-        self.log("train/loss", loss.detach(), prog_bar=True, sync_dist=True)
-        self.log("train/top1", token_accuracy(logits.detach(), targets, 1), sync_dist=True)
-        self.log("train/top5", token_accuracy(logits.detach(), targets, 5), sync_dist=True)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        if is_logging_step(self.trainer):
+            targets = tokens.flatten(1)  # (B, N)
+            self.log("train/loss", loss.detach(), prog_bar=True, sync_dist=True)
+            self.log("train/top1", token_accuracy(logits.detach(), targets, 1), sync_dist=True)
+            self.log("train/top5", token_accuracy(logits.detach(), targets, 5), sync_dist=True)
+            self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
+    def on_train_start(self) -> None:
+        self.ema_updates.start(self.trainer.global_step)
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # Once per optimizer step: with gradient accumulation most batches do not step.
-        if self.trainer.global_step != self._ema_step:
-            update_ema(self.ema, self.model, ema_decay_at(self.trainer.global_step, self.cfg.optim.ema_decay))
-            self._ema_step = self.trainer.global_step
+        self.ema_updates.update(self.ema, self.model, self.trainer.global_step)
+
+    preview_name = "samples"
+
+    def preview_clips(self, batch: Any, num_clips: int = 4) -> torch.Tensor:
+        """``num_clips`` clips sampled by the EMA model (classes spread over the label range, fixed
+        seed, so previews of successive steps are comparable), decoded: (N, C, T, H, W)."""
+        labels = torch.linspace(0, len(self.class_names) - 1, num_clips, device=self.device).long()  # (N,)
+        tokens = sample(self.ema, self.schedule, labels, SamplingConfig(seed=0)).tokens  # (N, T, H, W)
+        decoder = self.preview_decoder[0].to(self.device)
+        return decoder.decode(tokens)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         tokens, labels = batch
@@ -130,6 +160,8 @@ def train_generator(cfg: GeneratorTrainConfig, resume: bool = False) -> Path:
         expected_fingerprint=cfg.tokenizer_fingerprint,
     )
     module = GeneratorModule(cfg, data.cache.meta)
+    if cfg.trainer.sample_every_n_steps:
+        module.preview_decoder = (preview_tokenizer(cfg, data.cache.meta),)
     trainer = build_trainer(cfg.trainer, cfg.out_dir)
     trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume), weights_only=True)
     last = Path(cfg.out_dir) / "checkpoints" / LAST_CHECKPOINT
@@ -137,3 +169,18 @@ def train_generator(cfg: GeneratorTrainConfig, resume: bool = False) -> Path:
     return last
 
 
+
+
+def preview_tokenizer(cfg: GeneratorTrainConfig, cache_meta: dict) -> VideoTokenizer:
+    """The tokenizer that decodes preview samples: ``data.tokenizer``, else the one the cache records.
+
+    It must be the tokenizer that made the cache (same fingerprint), or the previews would be noise.
+    """
+    path = cfg.data.tokenizer or cache_meta.get("source", {}).get("tokenizer")
+    key = "data.tokenizer" if cfg.data.tokenizer else "the token cache's source.tokenizer (set data.tokenizer)"
+    if not path or not Path(path).is_file():
+        raise ConfigError(f"trainer.sample_every_n_steps needs the tokenizer to decode samples: {key} = {path!r} is not a file")
+    tokenizer = load_tokenizer(path)
+    if tokenizer_fingerprint(tokenizer) != cache_meta["tokenizer_fingerprint"]:
+        raise ConfigError(f"{key} = {path}: this tokenizer did not make the token cache {cfg.data.tokens} (fingerprints differ)")
+    return tokenizer

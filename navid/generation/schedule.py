@@ -17,8 +17,9 @@ Facts (DESIGN.md §1): NAR steps T+H+W-2, PAR-n x steps N/n+n-1, raster N.
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Tuple
 
 import numpy as np
@@ -96,6 +97,17 @@ class Schedule:
         set_(self, "step_targets", tuple(step_targets))
         set_(self, "step_slots", tuple(local[:, t] for t in step_targets))
         set_(self, "step_weights", tuple(weight[:, t] for t in step_targets))
+
+    def to(self, device: torch.device | str) -> "Schedule":
+        """A copy whose tensors live on ``device`` (built once, so training steps copy nothing)."""
+        moved = copy.copy(self)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                object.__setattr__(moved, f.name, value.to(device))
+            elif isinstance(value, tuple) and value and isinstance(value[0], torch.Tensor):
+                object.__setattr__(moved, f.name, tuple(v.to(device) for v in value))
+        return moved
 
     @property
     def num_positions(self) -> int:

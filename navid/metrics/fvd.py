@@ -38,6 +38,15 @@ def resize_for_i3d_to(videos: torch.Tensor, size: int) -> torch.Tensor:
     return frames.reshape(b, t, c, size, size).permute(0, 2, 1, 3, 4)
 
 
+def quantize_uint8(videos: torch.Tensor) -> torch.Tensor:
+    """Videos in [-1, 1] as they come back from uint8 frames: the values of
+    ``frames_to_tensor(tensor_to_frames(v))`` (clamped, rounded to 256 levels), on the videos' device.
+
+    StyleGAN-V quantises generated clips this way before I3D; real clips are uint8 already.
+    """
+    return videos.clamp(-1.0, 1.0).add(1.0).mul(127.5).round().div(127.5).sub(1.0)
+
+
 @torch.no_grad()
 def extract_features(detector: torch.nn.Module, videos: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
     """(B, C, T, H, W) in [-1, 1] → (B, 400) float64 I3D logits, ``batch_size`` clips at a time."""

@@ -84,9 +84,20 @@ class Unit3D(nn.Module):
 
 
 def max_pool_same(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...]) -> torch.Tensor:
-    """TF SAME max-pool: padded cells are -inf so they never win."""
+    """TF SAME max-pool: padded cells are -inf so they never win.
+
+    Without autograd the pool runs as one max per axis over ``unfold`` windows: a max of maxes
+    is the same max, so the values are bit-identical to ``F.max_pool3d``, whose CPU kernel is
+    4-10x slower here (benchmarks/results/demo_speed.md). With autograd ``F.max_pool3d`` stays:
+    its backward is the cheaper one.
+    """
     x = F.pad(x, same_padding(tuple(x.shape[2:]), kernel, stride), value=float("-inf"))
-    return F.max_pool3d(x, kernel, stride)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.max_pool3d(x, kernel, stride)
+    for dim, k, s in zip((2, 3, 4), kernel, stride):
+        if k > 1 or s > 1:
+            x = x.unfold(dim, k, s).amax(-1)  # (B, C, ...) pooled along dim
+    return x
 
 
 class Inception(nn.Module):

@@ -3,68 +3,92 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from navid.data.ucf101 import load_index, locate
 from navid.data.video_io import VideoReadError, find_videos, frames_to_tensor, probe_video, read_video
+from navid.metrics.batching import ClipBatches
 from navid.metrics.fvd import RESIZE_METHOD, FeatureStats, extract_features
+from navid.metrics.real_chunks import DEFAULT_RESOLUTION, DEFAULT_SEED, ChunkClips, draw_chunks, is_ucf101_root
 
 log = logging.getLogger(__name__)
 MIN_FRAMES = 10
 
 
-def list_clips(src: Path, split: str, num: int | None, seed: int) -> list[Path]:
-    """Video files of ``src``: a UCF-101 root's ``split`` (a seeded random subset of ``num``) or a folder (sorted, first ``num``)."""
-    try:
-        locate(src)
-        is_ucf = True
-    except (ValueError, FileNotFoundError):
-        is_ucf = False
-    if is_ucf:
-        clips = list(load_index(src, split).clips)
-        if num is not None and num < len(clips):
-            clips = [clips[i] for i in sorted(np.random.default_rng(seed).choice(len(clips), num, replace=False))]
-        return clips
-    clips = find_videos(src)
-    if not clips:
-        raise ValueError(f"{src}: no video files (.avi .mp4 .webm .mkv .gif) found")
-    return clips[:num] if num is not None else clips
+@dataclass
+class SourceOptions:
+    """How clips are taken from a source: ``frames`` per clip, and for a UCF-101 root the protocol's draw."""
+
+    frames: int = 16
+    batch_size: int = 8
+    num: Optional[int] = None  # clips (default: every file of a folder, every chunk of a UCF-101 split)
+    split: str = "train"
+    fold: int = 1
+    seed: int = DEFAULT_SEED
+    resolution: int = DEFAULT_RESOLUTION
+    allow_repeats: bool = False
 
 
-def source_stats(
-    src: str | Path, detector: torch.nn.Module, frames: int, batch_size: int, split: str = "train",
-    num: int | None = None, seed: int = 0,
-) -> FeatureStats:
-    """Feature statistics of ``src``; the first ``frames`` frames of each file at its own resolution."""
+def source_stats(src: str | Path, detector: torch.nn.Module, options: SourceOptions) -> FeatureStats:
+    """Feature statistics of ``src``.
+
+    A UCF-101 root gives the NAR protocol's real clips (:mod:`navid.metrics.real_chunks`): distinct
+    ``frames``-frame chunks of the split drawn with ``seed``, resized and cropped to ``resolution``.
+    A folder gives the first ``frames`` frames of each file at its own resolution.
+    """
     src = Path(src)
-    if frames < MIN_FRAMES:
-        raise ValueError(f"--frames must be at least {MIN_FRAMES} (I3D's temporal pooling), got {frames}")
+    if options.frames < MIN_FRAMES:
+        raise ValueError(f"--frames must be at least {MIN_FRAMES} (I3D's temporal pooling), got {options.frames}")
     if src.suffix == ".npz":
         return FeatureStats.load(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such folder or .npz statistics file")
-    feats, used, skipped = [], [], []
-    for path in tqdm(list_clips(src, split, num, seed), desc=f"I3D features {src.name}", unit="clip"):
+    provenance = {
+        "detector_sha256": getattr(detector, "weights_sha256", ""), "resize": RESIZE_METHOD, "frames": options.frames,
+        "stride": 1, "source": str(src),
+    }
+    if is_ucf101_root(src):
+        feats, extra = _chunk_features(src, detector, options)
+    else:
+        feats, extra = _folder_features(src, detector, options)
+    return FeatureStats.from_features(feats.numpy(), {**provenance, **extra, "count": len(feats)})
+
+
+def _chunk_features(root: Path, detector: torch.nn.Module, options: SourceOptions) -> tuple[torch.Tensor, dict]:
+    o = options
+    draw = draw_chunks(root, o.num, o.seed, o.split, o.fold, o.frames, o.allow_repeats)
+    if len(draw.order) < 2:
+        raise ValueError(f"{root}: fewer than 2 chunks of {options.frames} frames ({len(draw.order)})")
+    loader = DataLoader(ChunkClips(draw, o.resolution), batch_size=o.batch_size)
+    batches = tqdm(loader, desc=f"I3D features {root.name}", unit="batch")
+    feats = [extract_features(detector, video, o.batch_size) for video, _ in batches]
+    extra = {"split": o.split, "fold": o.fold, "resolution": o.resolution, **draw.report()}
+    return torch.cat(feats), extra
+
+
+def _folder_features(src: Path, detector: torch.nn.Module, options: SourceOptions) -> tuple[torch.Tensor, dict]:
+    paths = find_videos(src)
+    if not paths:
+        raise ValueError(f"{src}: no video files (.avi .mp4 .webm .mkv .gif) found")
+    batches, used, skipped = ClipBatches(detector, options.batch_size), [], []
+    for path in tqdm(paths[: options.num], desc=f"I3D features {src.name}", unit="clip"):
         try:
-            if probe_video(path).num_frames < frames:
-                skipped.append(f"{path}: fewer than {frames} frames")
+            if probe_video(path).num_frames < options.frames:
+                skipped.append(f"{path}: fewer than {options.frames} frames")
                 continue
-            video = frames_to_tensor(read_video(path, list(range(frames))))[None]  # (1, C, T, H, W)
+            video = frames_to_tensor(read_video(path, list(range(options.frames))))  # (C, T, H, W)
         except VideoReadError as err:
             skipped.append(str(err))
             continue
-        feats.append(extract_features(detector, video, batch_size))
+        batches.add(video)
         used.append(str(path))
     if skipped:
         log.warning("skipped %d of %d clips:\n  %s", len(skipped), len(skipped) + len(used), "\n  ".join(skipped))
     if len(used) < 2:
         raise ValueError(f"{src}: fewer than 2 usable clips ({len(used)})")
-    provenance = {
-        "detector_sha256": getattr(detector, "weights_sha256", ""), "resize": RESIZE_METHOD,
-        "frames": frames, "stride": 1, "count": len(used), "clips": used, "source": str(src),
-    }
-    return FeatureStats.from_features(torch.cat(feats).numpy(), provenance)
+    return batches.features(), {"clips": used}

@@ -69,7 +69,6 @@ class TokenizerLossConfig:
     disc_layers: int = 3
     disc_lr: float = 1e-4
     adaptive_weight_max: float = 1e4
-    log_videos_every_n_steps: int = 0
 
     def __post_init__(self) -> None:
         for key in ("l1_weight", "l2_weight", "perceptual_weight", "gan_weight", "perceptual_resolution", "perceptual_clips"):

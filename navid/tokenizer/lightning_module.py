@@ -5,6 +5,15 @@ optimization runs one AdamW step per batch. With a GAN, manual optimization upda
 generator and the discriminator on the same batch: the discriminator trains from
 ``gan_start_step - disc_warmup_steps``, its loss reaches the generator from
 ``gan_start_step``, weighted adaptively against the reconstruction gradient.
+
+Under DDP one wrapper holds both networks, and each backward pass reaches only part of it (the
+discriminator is absent from the generator loss before ``gan_start_step``; the discriminator loss
+never reaches the tokenizer), so a GAN run turns on DDP's ``find_unused_parameters``
+(:func:`gan_strategy`). Keeping the discriminator in the generator loss with a zero weight would
+fix only the generator pass and cost a discriminator forward/backward per step; taking the
+discriminator out of the wrapper needs a private DDP API and a hand-written all-reduce. The price
+paid instead: one walk of the autograd graph per backward pass, and in the discriminator pass an
+all-reduce of the tokenizer's zero gradient buckets, launched early in that pass.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from navid.tokenizer.losses import (
     reconstruction_loss,
 )
 from navid.tokenizer.model import VideoTokenizer
-from navid.utils.ema import ema_decay_at, update_ema
+from navid.utils.ema import StepEMA
 import dataclasses
 
 from navid.data.datamodule import VideoDataModule
@@ -41,6 +50,7 @@ class TokenizerModule(L.LightningModule):
         self.cfg = cfg
         self.tokenizer = VideoTokenizer(cfg.model)
         self.ema = copy.deepcopy(self.tokenizer).requires_grad_(False).eval()
+        self.ema_updates = StepEMA(cfg.optim.ema_decay)
         self.use_gan = cfg.loss.gan_weight > 0
         self.automatic_optimization = not self.use_gan
         if self.use_gan:
@@ -115,22 +125,20 @@ class TokenizerModule(L.LightningModule):
         self.log("train/loss", loss)
         return loss.detach()
 
+    def on_train_start(self) -> None:
+        self.ema_updates.start(self.global_step)
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # EMA warm-up: early on the average would be dominated by the random initial weights,
-        # which matters for the few-minute CPU runs the demo does.
-        step = self.global_step
-        update_ema(self.ema, self.tokenizer, ema_decay_at(step, self.cfg.optim.ema_decay))
-        every = self.cfg.loss.log_videos_every_n_steps
-        if every and self.global_step % every == 0 and self.trainer.is_global_zero:
-            self._write_reconstruction(batch[0][:1])
+        self.ema_updates.update(self.ema, self.tokenizer, self.global_step)
 
-    def _write_reconstruction(self, video: torch.Tensor) -> None:
-        from navid.data.video_io import tensor_to_frames, write_video
+    # ------------------------------------------------------------------ previews
+    preview_name = "reconstructions"
 
+    def preview_clips(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Up to two clips of ``batch``, each as original | EMA reconstruction: (N, C, T, H, 2W)."""
+        video = batch[0][:2]
         recon = self.ema.decode(self.ema.encode(video))
-        side = torch.cat([video, recon], dim=-1)[0]  # (C, T, H, 2W): original | reconstruction
-        out = Path(self.trainer.default_root_dir) / "reconstructions" / f"step{self.global_step:07d}.gif"
-        write_video(out, tensor_to_frames(side), fps=8)
+        return torch.cat([video, recon], dim=-1)
 
     # --------------------------------------------------------------- validation
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -158,6 +166,23 @@ class TokenizerModule(L.LightningModule):
         checkpoint["navid_tokenizer"] = tokenizer_payload(self.ema)
 
 
+_DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def gan_strategy(strategy: str, devices, num_nodes: int) -> str:
+    """The Lightning strategy for GAN training: a DDP strategy gets ``find_unused_parameters`` on.
+
+    ``auto`` resolves to DDP whenever the run may span several processes (as Lightning's own
+    choice does), so it is made explicit here; other strategies pass through unchanged.
+    """
+    single = devices in (1, "1") or (isinstance(devices, (list, tuple)) and len(devices) == 1)
+    if strategy == "auto" and (num_nodes > 1 or not single):
+        strategy = "ddp"
+    if strategy in _DDP_STRATEGIES:
+        return f"{strategy}_find_unused_parameters_true"
+    return strategy
+
+
 def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False) -> Path:
     """Train (or resume) a tokenizer; returns the exported ``out_dir/tokenizer.pt`` (EMA weights)."""
     from navid.tokenizer.checkpoint import save_tokenizer
@@ -167,7 +192,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False) -> Path:
     module = TokenizerModule(cfg)
     trainer_cfg = cfg.trainer
     if module.use_gan:  # manual optimization clips gradients itself
-        trainer_cfg = dataclasses.replace(trainer_cfg, gradient_clip_val=0.0)
+        strategy = gan_strategy(trainer_cfg.strategy, trainer_cfg.devices, trainer_cfg.num_nodes)
+        trainer_cfg = dataclasses.replace(trainer_cfg, gradient_clip_val=0.0, strategy=strategy)
     trainer = build_trainer(trainer_cfg, cfg.out_dir)
     trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume))
     trainer.save_checkpoint(Path(cfg.out_dir) / "checkpoints" / "last.ckpt", weights_only=False)

@@ -39,8 +39,12 @@ def psnr(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def codebook_stats(tokens: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fraction of the vocabulary used, perplexity) of a batch of token ids."""
-    counts = torch.bincount(tokens.flatten(), minlength=vocab_size).float()
+    """(fraction of the vocabulary used, perplexity) of a batch of token ids.
+
+    Ids are clamped into the vocabulary: a NaN latent (a diverged run, a corrupt clip) gives an
+    arbitrary id, and the non-finite loss check, not ``bincount``, should be what reports it.
+    """
+    counts = torch.bincount(tokens.flatten().clamp(0, vocab_size - 1), minlength=vocab_size).float()
     probs = counts / counts.sum()
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum()
     return (counts > 0).float().mean(), entropy.exp()

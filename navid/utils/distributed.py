@@ -1,0 +1,84 @@
+"""Process-group setup for CLI commands launched by ``torchrun`` (tokenize, evaluate, ...).
+
+Training goes through Lightning, which launches and joins its own process group. Commands that
+are not Lightning runs call :func:`setup_distributed` first: under ``torchrun`` (``WORLD_SIZE`` > 1)
+each rank pins its device from ``LOCAL_RANK`` *before* joining the group, so NCCL collectives of
+rank r run on ``cuda:r`` instead of every rank landing on ``cuda:0``. Without ``torchrun`` it
+returns a one-process context and joins nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+import torch.distributed as dist
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedContext:
+    """Where this process sits: its global rank, the number of ranks, its rank on this node, its device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        """Wait for every rank (a no-op in one process)."""
+        if self.is_distributed:
+            dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+
+def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:<local_rank>`` when CUDA is present, else ``cpu``; ``cuda`` -> ``cuda:<local_rank>``."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {requested}: CUDA is not available on this machine (use --device cpu or auto)")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def setup_distributed(device: str = "auto") -> DistributedContext:
+    """Join the ``torchrun`` process group (if any) with this rank's device pinned first.
+
+    ``device`` is a command's ``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. Under
+    ``torchrun`` an explicit ``cuda:N`` would put every rank on the same GPU, so it is refused;
+    ``cuda``/``auto`` give rank r of a node ``cuda:LOCAL_RANK``. The backend is NCCL on CUDA and
+    gloo on CPU. Safe to call when the group already exists (it is reused).
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    pinned = resolve_device(device, local_rank)
+    if world_size > 1 and pinned.type == "cuda" and pinned.index != local_rank:
+        raise ValueError(
+            f"--device {device} under torchrun would put every rank on {pinned}; pass --device cuda or auto "
+            "so that each rank takes cuda:LOCAL_RANK"
+        )
+    if pinned.type == "cuda":
+        torch.cuda.set_device(pinned)
+    if world_size > 1 and not dist.is_initialized():
+        cuda = pinned.type == "cuda"
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=pinned if cuda else None)
+    if dist.is_initialized():
+        return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, pinned)
+    return DistributedContext(0, 1, local_rank, pinned)
+
+
+def teardown_distributed() -> None:
+    """Leave the process group joined by :func:`setup_distributed` (a no-op without one)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()

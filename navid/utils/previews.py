@@ -1,0 +1,56 @@
+"""Preview videos during training: generator samples, tokenizer reconstructions.
+
+A module that wants previews defines ``preview_name`` (a folder / TensorBoard tag) and
+``preview_clips(batch) -> (N, C, T, H, W)`` in [-1, 1]. Every ``trainer.sample_every_n_steps``
+optimizer steps, global rank 0 tiles the clips into one grid video, writes it to
+``out_dir/<preview_name>/step<step>.gif`` (whatever the logger) and, with the TensorBoard
+logger, also adds it with ``add_video``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+from einops import rearrange
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from navid.data.video_io import tensor_to_frames, write_video
+
+
+def tile_clips(clips: torch.Tensor) -> torch.Tensor:
+    """(N, C, T, H, W) -> one (C, T, rows*H, cols*W) grid video, rows x cols = N, as square as N allows."""
+    rows = math.isqrt(clips.shape[0])
+    while clips.shape[0] % rows:
+        rows -= 1
+    return rearrange(clips, "(r c) C T H W -> C T (r H) (c W)", r=rows)
+
+
+class PreviewVideos(Callback):
+    """Writes the module's preview clips every ``every_n_steps`` optimizer steps (see the module docstring)."""
+
+    def __init__(self, every_n_steps: int, out_dir: str | Path, fps: int = 8) -> None:
+        self.every_n_steps = every_n_steps
+        self.out_dir = Path(out_dir)
+        self.fps = fps
+        self._last_step = 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        # Once per optimizer step: under gradient accumulation most batches do not step.
+        if step == self._last_step or step % self.every_n_steps:
+            return
+        self._last_step = step
+        if not trainer.is_global_zero:
+            return
+        with torch.no_grad():
+            grid = tile_clips(pl_module.preview_clips(batch))  # (C, T, H', W')
+        frames = tensor_to_frames(grid)  # (T, H', W', C) uint8
+        write_video(self.out_dir / pl_module.preview_name / f"step{step:07d}.gif", frames, fps=self.fps)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                video = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]  # (1, T, C, H', W') uint8
+                logger.experiment.add_video(pl_module.preview_name, video, global_step=step, fps=self.fps)

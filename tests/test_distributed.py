@@ -1,0 +1,32 @@
+"""navid.utils.distributed: the one-process context and device resolution.
+
+The 2-rank path runs in test_cli_tokenizer (``torchrun --nproc-per-node 2 -m navid.cli tokenize``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from navid.utils.distributed import resolve_device, setup_distributed
+
+
+def test_auto_picks_cuda_only_when_present():
+    expected = torch.device("cuda", 1) if torch.cuda.is_available() else torch.device("cpu")
+    assert resolve_device("auto", local_rank=1) == expected
+    assert resolve_device("cpu", local_rank=1) == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error a CPU-only machine gives")
+def test_cuda_on_a_cpu_machine_is_a_clear_error():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+
+
+def test_without_torchrun_is_one_process(monkeypatch):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    ctx = setup_distributed("cpu")
+    assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.device) == (0, 1, 0, torch.device("cpu"))
+    assert ctx.is_main and not ctx.is_distributed
+    assert not torch.distributed.is_initialized()

@@ -1,0 +1,32 @@
+"""benchmarks/gpu_check.py cannot rot: its CPU dry run executes every part with tiny sizes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_runs_every_part(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--out", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    parts = report["parts"]
+    assert report["dry_run"] and not [name for name, part in parts.items() if "error" in part]
+    collected = re.search(r"(\d+) tests? collected", parts["cuda tests"]["result"]["summary"])
+    assert collected and int(collected.group(1)) >= 6  # tests/test_cuda.py, none dropped by an import error
+    assert [r["trunk"] for r in parts["generator training (bf16-mixed, NAR)"]["result"]] == ["tiny"]
+    assert parts["generator training (bf16-mixed, NAR)"]["result"][0]["precision"] == "bf16-mixed"
+    assert sorted(r["schedule"] for r in parts["sampling"]["result"]) == ["nar", "par4", "raster"]
+    assert parts["tokenizer encode"]["result"]["clips_per_s"] > 0 and parts["I3D"]["result"]["clips_per_s"] > 0
+    assert (tmp_path / "gpu_check.md").read_text().startswith("# GPU acceptance check")

@@ -1,0 +1,74 @@
+"""trainer.logger=csv|tensorboard and trainer.sample_every_n_steps preview videos (CSV on CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from generator_helpers import make_tokenizer, tiny_config
+from navid.config import ConfigError
+from navid.data.token_cache import write_token_cache
+from navid.generation.lightning_module import train_generator
+from navid.tokenizer.lightning_module import TokenizerModule
+from navid.utils.training import build_trainer
+from training_helpers import clip_loader, small_tokenizer_config
+
+
+def _cache_of(tokenizer_path, fingerprint, out, record_tokenizer=True):
+    rng = np.random.default_rng(0)
+    source = {"tokenizer": str(tokenizer_path)} if record_tokenizer else {}
+    return write_token_cache(out, rng.integers(0, 16, size=(4, 2, 4, 4)), np.arange(4) % 2, vocab_size=16,
+                             class_names=["a", "b"], tokenizer_fingerprint=fingerprint, source=source)
+
+
+def test_generator_writes_sample_grids_every_n_steps_with_csv_logs(tmp_path):
+    tokenizer, fingerprint = make_tokenizer(tmp_path / "tokenizer.pt")  # 16x16 tokens of 4 frames x 16 x 16 pixels
+    cache = _cache_of(tokenizer, fingerprint, tmp_path / "cache")
+    cfg = tiny_config(cache, tmp_path / "run", steps=4, **{"trainer.sample_every_n_steps": 2,
+                                                            "tokenizer_fingerprint": fingerprint})
+    train_generator(cfg)
+    videos = sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())
+    assert videos == ["step0000002.gif", "step0000004.gif"]
+    frames = iio.imread(tmp_path / "run" / "samples" / "step0000004.gif")
+    assert frames.shape[:3] == (8, 2 * 64, 2 * 64)  # 2x2 grid of 8x64x64 clips
+    assert (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").is_file()
+
+
+def test_generator_previews_need_the_caches_tokenizer(tmp_path):
+    tokenizer, fingerprint = make_tokenizer(tmp_path / "tokenizer.pt")
+    cache = _cache_of(tokenizer, fingerprint, tmp_path / "cache", record_tokenizer=False)
+    cfg = tiny_config(cache, tmp_path / "run", steps=2, **{"trainer.sample_every_n_steps": 1})
+    with pytest.raises(ConfigError, match="set data.tokenizer"):
+        train_generator(cfg)
+    other, _ = make_tokenizer(tmp_path / "other.pt", seed=1)
+    cfg = tiny_config(cache, tmp_path / "run2", steps=2, **{"trainer.sample_every_n_steps": 1, "data.tokenizer": other})
+    with pytest.raises(ConfigError, match="data.tokenizer = .*other.pt: this tokenizer did not make the token cache"):
+        train_generator(cfg)
+
+
+def test_tokenizer_writes_reconstruction_grids_once_per_optimizer_step(tmp_path):
+    cfg = small_tokenizer_config(tmp_path, "trainer.max_steps=4", "trainer.accumulate_grad_batches=2",
+                                 "trainer.sample_every_n_steps=2")
+    module = TokenizerModule(cfg)
+    trainer = build_trainer(cfg.trainer, tmp_path)
+    assert isinstance(trainer.logger, CSVLogger)
+    trainer.fit(module, train_dataloaders=clip_loader(cfg, 16))
+    videos = sorted(p.name for p in (tmp_path / "reconstructions").iterdir())
+    assert videos == ["step0000002.gif", "step0000004.gif"]
+    frames = iio.imread(tmp_path / "reconstructions" / "step0000002.gif")
+    assert frames.shape[:3] == (4, 16, 2 * 2 * 16)  # two clips side by side, each original | reconstruction
+
+
+def test_tensorboard_logger_or_an_error_naming_the_key(tmp_path):
+    cfg = small_tokenizer_config(tmp_path, "trainer.logger=tensorboard")
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(ConfigError, match=r"key 'trainer.logger'.*pip install 'navid\[tensorboard\]'"):
+            build_trainer(cfg.trainer, tmp_path)
+    else:
+        assert isinstance(build_trainer(cfg.trainer, tmp_path).logger, TensorBoardLogger)
+    with pytest.raises(ConfigError, match="key 'trainer.logger' must be one of csv, tensorboard, got 'wandb'"):
+        small_tokenizer_config(tmp_path, "trainer.logger=wandb")

@@ -1,0 +1,108 @@
+"""The training loop's bookkeeping: EMA once per optimizer step, NaN/Inf stop without per-step syncs,
+the schedule moved to the device once, logging only on the logging interval."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import lightning as L
+import pytest
+import torch
+
+from generator_helpers import make_token_cache, tiny_config
+from navid.data.token_cache import TokenCache
+from navid.generation.lightning_module import GeneratorModule, train_generator
+from navid.generation.schedule import build_schedule
+from navid.tokenizer.lightning_module import TokenizerModule
+from navid.utils.ema import ema_decay_at
+from navid.utils.training import NonFiniteLossError, build_trainer
+from training_helpers import clip_loader, small_tokenizer_config
+
+
+class WeightsAfterEachOptimizerStep(L.Callback):
+    """Records (global step, tokenizer weights) whenever the optimizer has stepped."""
+
+    def __init__(self) -> None:
+        self.snapshots: list[tuple[int, list[torch.Tensor]]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step != (self.snapshots[-1][0] if self.snapshots else 0):
+            self.snapshots.append((trainer.global_step, [p.detach().clone() for p in pl_module.tokenizer.parameters()]))
+
+
+def test_tokenizer_ema_updates_once_per_optimizer_step_under_accumulation(tmp_path):
+    cfg = small_tokenizer_config(tmp_path, "trainer.max_steps=3", "trainer.accumulate_grad_batches=2",
+                                 "optim.ema_decay=0.5", "optim.lr=1e-2")
+    module = TokenizerModule(cfg)
+    expected = [p.detach().clone() for p in module.tokenizer.parameters()]
+    recorder = WeightsAfterEachOptimizerStep()
+    trainer = build_trainer(cfg.trainer, tmp_path, callbacks=[recorder])
+    trainer.fit(module, train_dataloaders=clip_loader(cfg, 12))
+
+    assert trainer.global_step == 3 and [step for step, _ in recorder.snapshots] == [1, 2, 3]
+    for step, weights in recorder.snapshots:
+        expected = [torch.lerp(e, w, 1.0 - ema_decay_at(step, 0.5)) for e, w in zip(expected, weights)]
+    # The same lerp on the same float32 values as update_ema, so the result is bit-identical;
+    # updating on every micro-batch (6 updates instead of 3) would pull the average elsewhere.
+    assert all(torch.equal(got, want) for got, want in zip(module.ema.parameters(), expected))
+    assert module.ema_updates.num_updates == 3
+
+
+def test_nan_in_a_batch_is_reported_with_the_first_bad_step_and_no_checkpoint_after_it(tmp_path):
+    # Batch 3 (the 4th optimizer step) holds NaN pixels; the flag is read on the logging
+    # interval (step 5) and before each checkpoint (every 3 steps), never at every step.
+    cfg = small_tokenizer_config(tmp_path, "trainer.max_steps=10", "trainer.log_every_n_steps=5",
+                                 "trainer.checkpoint_every_n_steps=3")
+    loader = clip_loader(cfg, 20)
+    clips = loader.dataset.tensors[0]
+    clips[6] = float("nan")
+    module = TokenizerModule(cfg)
+    trainer = build_trainer(cfg.trainer, tmp_path)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss first at global step 4 \(found at global step 5"):
+        trainer.fit(module, train_dataloaders=loader)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 3
+
+
+def test_nan_between_logging_steps_is_caught_before_the_next_checkpoint(tmp_path):
+    cfg = small_tokenizer_config(tmp_path, "trainer.max_steps=10", "trainer.log_every_n_steps=100",
+                                 "trainer.checkpoint_every_n_steps=2")
+    loader = clip_loader(cfg, 20)
+    loader.dataset.tensors[0][2] = float("inf")  # batch 1: optimizer step 2
+    with pytest.raises(NonFiniteLossError, match=r"first at global step 2 \(found at global step 2"):
+        build_trainer(cfg.trainer, tmp_path).fit(TokenizerModule(cfg), train_dataloaders=loader)
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+def test_generator_moves_the_schedule_once_and_logs_only_on_the_interval(tmp_path):
+    cache = make_token_cache(tmp_path / "cache")
+    cfg = tiny_config(cache, tmp_path / "run", "par4", steps=6, **{"trainer.log_every_n_steps": 3})
+    module = GeneratorModule(cfg, TokenCache(cache).meta)
+    first = module._device_schedule()
+    assert module._device_schedule() is first and first.attention_mask.device == module.device
+    # (a CUDA move is tested in tests/test_cuda.py)
+    train_generator(cfg)
+    rows = (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    logged_steps = sorted({int(r.split(",")[header.index("step")]) for r in rows[1:] if r.split(",")[header.index("train/loss")]})
+    assert logged_steps == [2, 5]  # Lightning's 0-based step of optimizer steps 3 and 6
+
+
+def test_generator_schedule_tensors_are_not_module_state(tmp_path):
+    cache = make_token_cache(tmp_path / "cache")
+    module = GeneratorModule(tiny_config(cache, tmp_path / "run"), TokenCache(cache).meta)
+    # Buffers would be broadcast by DDP at every step and cast by bf16-true precision.
+    assert not any(buf.shape == module.schedule.attention_mask.shape for buf in module.buffers())
+    assert "attention_mask" not in " ".join(module.state_dict())
+
+
+def test_schedule_to_moves_every_tensor_and_keeps_the_original():
+    schedule = build_schedule("par4", (2, 4, 4))
+    moved = schedule.to("meta")
+    for f in dataclasses.fields(schedule):
+        value = getattr(moved, f.name)
+        tensors = value if isinstance(value, tuple) and value and isinstance(value[0], torch.Tensor) else (value,)
+        for t in tensors:
+            if isinstance(t, torch.Tensor):
+                assert t.device.type == "meta", f.name
+    assert schedule.attention_mask.device.type == "cpu" and moved.kind == "par4" and moved.num_steps == schedule.num_steps
