@@ -219,42 +219,19 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _distributed_device(requested: str) -> str:
-    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1).
-
-    With CUDA, each rank first pins its local GPU (``LOCAL_RANK``), so collectives and ``auto`` /
-    ``cuda`` place its tensors there rather than every rank on ``cuda:0``.
-    """
-    import os
-
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return requested
-    if torch.cuda.is_available():
-        local = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        torch.cuda.set_device(local)
-        dist.init_process_group("nccl")
-        return local if requested in ("auto", "cuda") else requested
-    dist.init_process_group("gloo")
-    return requested
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
     import dataclasses
-
-    import torch.distributed as dist
 
     from navid.generation.evaluation import evaluate_generator, i3d_features, rank_world
     from navid.metrics.real_chunks import PROTOCOL, ChunkClips, draw_chunks
     from navid.utils.atomic import write_json_atomic
+    from navid.utils.distributed import setup_distributed, teardown_distributed
 
     if args.num < 2:
         raise ValueError(f"--num must be at least 2 (FVD needs a covariance), got {args.num}")
     if args.json and Path(args.json).exists() and not args.overwrite:
         raise FileExistsError(f"--json {args.json} exists; pass --overwrite to replace it")
-    args.device = _distributed_device(args.device)
+    args.device = str(setup_distributed(args.device).device)  # under torchrun: this rank's pinned device
     model, schedule, meta, tokenizer, sampling, device = _load_models(args)
     (t, h, w), (ct, ch, cw) = schedule.grid, tokenizer.compression
     if h * ch != w * cw:
@@ -287,6 +264,5 @@ def run_evaluate(args: argparse.Namespace) -> int:
         nearest = report["per_class_fvd"]["own_class_nearest"]
         if nearest is not None:
             print(f"per-class FVD: {nearest:.0%} of generated classes are nearest their own real class")
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    teardown_distributed()
     return 0
