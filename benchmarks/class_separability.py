@@ -25,7 +25,8 @@ from navid.utils.machine import machine_description
 RESULTS = Path(__file__).parent / "results"
 
 
-def first_per_class(features: np.ndarray, labels: np.ndarray, n: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def first_per_class(features: np.ndarray, labels: np.ndarray, n: int,
+                    num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``n`` rows of every class (rows are grouped by class, as ``balanced_real_clips`` orders them)."""
     keep = np.concatenate([np.flatnonzero(labels == c)[:n] for c in range(num_classes)])
     return features[keep], labels[keep]
@@ -67,7 +68,8 @@ def main() -> None:
         "| clips per class | own class nearest | mean own-class FVD | mean nearest other-class FVD |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {r['clips_per_class']} | {r['own_class_nearest']:.0%} | {r['mean_own_fvd']:.0f} | {r['mean_nearest_other_fvd']:.0f} |" for r in rows]
+    lines += [f"| {r['clips_per_class']} | {r['own_class_nearest']:.0%} | {r['mean_own_fvd']:.0f} | "
+              f"{r['mean_nearest_other_fvd']:.0f} |" for r in rows]
     write_text_atomic(RESULTS / "class_separability.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

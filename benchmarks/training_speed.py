@@ -94,14 +94,16 @@ def generator_speed(out: Path, steps: int, warmup: int, extra: list[str], grid=(
     tokens = rng.integers(0, vocab_size, size=(256, *grid))
     cache = write_token_cache(out / "cache", tokens, np.arange(256) % 101, vocab_size=vocab_size,
                               class_names=[f"c{i}" for i in range(101)], tokenizer_fingerprint="bench")
-    overrides = [f"data.tokens={cache}", "data.val_fraction=0", f"out_dir={out / 'gen'}", *_trainer_overrides(steps, extra)]
+    overrides = [f"data.tokens={cache}", "data.val_fraction=0", f"out_dir={out / 'gen'}",
+                 *_trainer_overrides(steps, extra)]
     cfg = load_config(GeneratorTrainConfig, ROOT / "configs" / "generator" / config, overrides)
     L.seed_everything(0, verbose=False)
     data = TokenCacheDataModule(cache, batch_size=cfg.data.batch_size, val_fraction=0.0, seed=0)
     module = GeneratorModule(cfg, data.cache.meta)
     row = _fit(module, cfg, data, warmup, steps) | {"batch": cfg.data.batch_size, "grid": list(grid)}
     positions_per_s = row["steps_per_s"] * cfg.data.batch_size * module.schedule.num_positions
-    return row | {"positions_per_s": round(positions_per_s, 1), "train_gflops_per_position": train_flops_per_position(module) / 1e9}
+    return row | {"positions_per_s": round(positions_per_s, 1),
+                  "train_gflops_per_position": train_flops_per_position(module) / 1e9}
 
 
 def tokenizer_speed(out: Path, steps: int, warmup: int, extra: list[str]) -> dict:
@@ -109,7 +111,8 @@ def tokenizer_speed(out: Path, steps: int, warmup: int, extra: list[str]) -> dic
     cfg = load_config(TokenizerTrainConfig, ROOT / "configs" / "tokenizer" / "tiny.yaml", overrides)
     L.seed_everything(0, verbose=False)
     clips = torch.rand(64, 3, cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution) * 2 - 1
-    loader = DataLoader(TensorDataset(clips, torch.zeros(64, dtype=torch.long)), batch_size=cfg.data.batch_size, shuffle=True)
+    loader = DataLoader(TensorDataset(clips, torch.zeros(64, dtype=torch.long)), batch_size=cfg.data.batch_size,
+                        shuffle=True)
     module = TokenizerModule(cfg)
     return _fit(module, cfg, loader, warmup, steps) | {"batch": cfg.data.batch_size, "clip": [16, 64, 64]}
 
@@ -139,7 +142,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--which", choices=["generator", "tokenizer", "both"], default="both")
-    parser.add_argument("overrides", nargs="*", help="extra key=value trainer overrides, e.g. trainer.precision=bf16-mixed")
+    parser.add_argument("overrides", nargs="*",
+                        help="extra key=value trainer overrides, e.g. trainer.precision=bf16-mixed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
@@ -164,8 +168,10 @@ def _merge_results(label: str, rows: list[dict], machine: dict) -> None:
         "syncs costs no speed; the gain is on GPUs, where each sync stalls the launch queue.",
         "",
         *markdown_table(
-            ["label", "model", "batch", "precision", "accumulate", "log every", "steps/s", "timed steps", "threads", "load"],
-            [[run["label"], r["model"], r["batch"], r["precision"], r["accumulate_grad_batches"], r["log_every_n_steps"],
+            ["label", "model", "batch", "precision", "accumulate", "log every", "steps/s", "timed steps", "threads",
+             "load"],
+            [[run["label"], r["model"], r["batch"], r["precision"], r["accumulate_grad_batches"],
+              r["log_every_n_steps"],
               r["steps_per_s"], r["timed_steps"], run["machine"]["threads"], run["machine"]["load_avg"]]
              for run in runs for r in run["results"]],
         ),

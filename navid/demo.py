@@ -157,7 +157,8 @@ def run_demo(
 
         if data.exists():
             shutil.rmtree(data)  # only with --overwrite: prepare_output_dir refused otherwise
-        synthesize_dataset(data, classes=plan.classes, videos_per_class=plan.videos_per_class, frames=plan.frames, size=64, seed=seed)
+        synthesize_dataset(data, classes=plan.classes, videos_per_class=plan.videos_per_class, frames=plan.frames,
+                           size=64, seed=seed)
 
     def tokenizer() -> None:
         run_dir = out / "runs" / "tokenizer"
@@ -304,7 +305,8 @@ def _throughput(plan: DemoPlan) -> dict:
     from navid.generation.throughput import benchmark_rows, speedup_ratios
     from navid.utils.machine import machine_description
 
-    rows = benchmark_rows(trunks=("tiny",), grids=plan.throughput_grids, batches=plan.throughput_batches, repeats=plan.throughput_repeats)
+    rows = benchmark_rows(trunks=("tiny",), grids=plan.throughput_grids, batches=plan.throughput_batches,
+                          repeats=plan.throughput_repeats)
     return {"machine": machine_description(), "rows": rows, "ratios": speedup_ratios(rows)}
 
 
@@ -318,7 +320,8 @@ def _write_report(out: Path, report: dict, stages: _Stages, started: float) -> N
     lines = [
         "# navid demo report",
         "",
-        f"navid {report['navid_version']}, plan `{report['plan']}`, sampling {report['settings']['sampling']}; total {report['total_seconds'] / 60:.1f} min.",
+        f"navid {report['navid_version']}, plan `{report['plan']}`, sampling {report['settings']['sampling']}; "
+        f"total {report['total_seconds'] / 60:.1f} min.",
         "",
         f"## Tokenizer (tiny, all {tok['num_clips']} clips of the held-out test split)",
         "",
@@ -329,7 +332,8 @@ def _write_report(out: Path, report: dict, stages: _Stages, started: float) -> N
         "",
         *markdown_table(["model", "FVD", "KVD"], [
             ["NAR (tiny)", f"{q['nar']['fvd']:.1f}", f"{q['nar']['kvd']:.4f}"],
-            ["decoded random tokens", f"{q['random_token_baseline']['fvd']:.1f}", f"{q['random_token_baseline']['kvd']:.4f}"],
+            ["decoded random tokens", f"{q['random_token_baseline']['fvd']:.1f}",
+             f"{q['random_token_baseline']['kvd']:.4f}"],
             ["tokenizer reconstructions of other real clips (ceiling)", f"{recon['fvd']:.1f}", f"{recon['kvd']:.4f}"],
         ]),
         "",
@@ -344,21 +348,25 @@ def _write_report(out: Path, report: dict, stages: _Stages, started: float) -> N
         "Per-class FVD (rows: generated class, columns: real class):",
         "",
         *markdown_table(["gen \\ real", *per_class["class_names"]], [
-            [name, *("-" if v is None else f"{v:.0f}" for v in row)] for name, row in zip(per_class["class_names"], per_class["matrix"])
+            [name, *("-" if v is None else f"{v:.0f}" for v in row)]
+            for name, row in zip(per_class["class_names"], per_class["matrix"])
         ]),
         "",
         "## Decoding throughput (tiny trunk, random weights, this machine)",
         "",
         *markdown_table(["grid", "batch", "schedule", "steps", "s/batch", "videos/s", "forward share"], [
-            [r["grid"], r["batch"], r["schedule"], r["steps"], f"{r['seconds']:.3f}", f"{r['videos_per_s']:.2f}", f"{r['forward_share']:.0%}"]
+            [r["grid"], r["batch"], r["schedule"], r["steps"], f"{r['seconds']:.3f}", f"{r['videos_per_s']:.2f}",
+             f"{r['forward_share']:.0%}"]
             for r in report["throughput"]["rows"]
         ]),
         "",
         *markdown_table(["grid", "batch", "NAR / PAR-4x videos/s", "NAR / raster videos/s"], [
-            [q["grid"], q["batch"], f"{q['nar_over_par4']:.2f}x", f"{q['nar_over_raster']:.2f}x"] for q in report["throughput"]["ratios"]
+            [q["grid"], q["batch"], f"{q['nar_over_par4']:.2f}x", f"{q['nar_over_raster']:.2f}x"]
+            for q in report["throughput"]["ratios"]
         ]),
         "",
-        "Machine: {cpu}, {cores} cores, torch {torch}, load average {load_avg}.".format(**report["throughput"]["machine"]),
+        "Machine: {cpu}, {cores} cores, torch {torch}, load average {load_avg}.".format(
+            **report["throughput"]["machine"]),
         "",
         "## Files",
         "",

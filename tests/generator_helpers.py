@@ -13,13 +13,15 @@ from navid.generation.config import GeneratorTrainConfig
 FINGERPRINT = "test-tokenizer-0"
 
 
-def make_token_cache(path: Path, num_clips: int = 4, grid=(2, 4, 4), vocab_size: int = 16, num_classes: int = 2, seed: int = 0) -> Path:
+def make_token_cache(path: Path, num_clips: int = 4, grid=(2, 4, 4), vocab_size: int = 16, num_classes: int = 2,
+                     seed: int = 0) -> Path:
     """Random token grids with labels ``i % num_classes``."""
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, vocab_size, size=(num_clips, *grid))
     labels = np.arange(num_clips) % num_classes
     names = [f"class{i}" for i in range(num_classes)]
-    return write_token_cache(path, tokens, labels, vocab_size=vocab_size, class_names=names, tokenizer_fingerprint=FINGERPRINT)
+    return write_token_cache(path, tokens, labels, vocab_size=vocab_size, class_names=names,
+                             tokenizer_fingerprint=FINGERPRINT)
 
 
 def tiny_overrides(cache: Path, out_dir: Path, schedule: str = "nar", steps: int = 20, **extra) -> list[str]:
@@ -61,7 +63,8 @@ def make_tokenizer(path: Path, patch_size=(4, 16, 16), fsq_levels=(4, 4), seed: 
     from navid.tokenizer.model import VideoTokenizer
 
     torch.manual_seed(seed)
-    cfg = TokenizerModelConfig(patch_size=list(patch_size), channels=[16], downsample=[], out_hidden_channels=16, fsq_levels=list(fsq_levels))
+    cfg = TokenizerModelConfig(patch_size=list(patch_size), channels=[16], downsample=[], out_hidden_channels=16,
+                               fsq_levels=list(fsq_levels))
     tokenizer = VideoTokenizer(cfg)
     return save_tokenizer(tokenizer, path), tokenizer_fingerprint(tokenizer)
 

@@ -22,7 +22,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("gen")
     tokenizer, fingerprint = make_tokenizer(root / "tokenizer.pt")
     tokens = np.random.default_rng(0).integers(0, 16, size=(6, 4, 4, 4))
-    cache = write_token_cache(root / "cache", tokens, np.arange(6) % 3, vocab_size=16, class_names=CLASSES, tokenizer_fingerprint=fingerprint)
+    cache = write_token_cache(root / "cache", tokens, np.arange(6) % 3, vocab_size=16, class_names=CLASSES,
+                              tokenizer_fingerprint=fingerprint)
     assert main(["train", *tiny_overrides(cache, root / "run", steps=5, **{"model.overrides.class_dropout": 0.2})]) == 0
     return root / "run" / "checkpoints" / "last.ckpt", tokenizer
 
@@ -39,7 +40,9 @@ def test_sample_writes_videos_grids_tokens_and_settings(trained, tmp_path):
     assert info["forward_steps_per_batch"] == 4 + 4 + 4 - 2 and info["sampling"]["cfg_scale"] == 1.5
     assert len(info["videos"]) == 4 and all((out / v).is_file() for v in info["videos"])
     assert read_video(out / info["videos"][0]).shape == (16, 64, 64, 3)
-    assert sorted(p.name for p in (out / "grids").iterdir()) == ["000_Apple.gif", "000_Apple.mp4", "002_Cherry.gif", "002_Cherry.mp4"]
+    assert sorted(p.name for p in (out / "grids").iterdir()) == [
+        "000_Apple.gif", "000_Apple.mp4", "002_Cherry.gif", "002_Cherry.mp4",
+    ]
     saved = torch.load(out / "tokens.pt", weights_only=True)
     assert saved["tokens"].shape == (4, 4, 4, 4) and saved["labels"].tolist() == [0, 0, 2, 2]
 
@@ -61,12 +64,14 @@ def test_sample_rejects_bad_input(trained, tmp_path, capsys):
     assert "0=Apple, 1=Banana, 2=Cherry" in capsys.readouterr().err
     assert main([*base, "--per-class", "0"]) == 2
     assert main([*base, "--top-p", "0"]) == 2
-    assert main(["sample", "--generator", str(tokenizer), "--tokenizer", str(tokenizer), "--out", str(tmp_path / "o")]) == 2
+    assert main(["sample", "--generator", str(tokenizer), "--tokenizer", str(tokenizer),
+                 "--out", str(tmp_path / "o")]) == 2
     assert "not a navid generator checkpoint" in capsys.readouterr().err
     other, _ = make_tokenizer(tmp_path / "other.pt", seed=1)
     assert main(["sample", "--generator", str(generator), "--tokenizer", str(other), "--out", str(tmp_path / "o")]) == 2
     assert "fingerprint" in capsys.readouterr().err
-    assert main(["sample", "--generator", str(generator), "--tokenizer", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["sample", "--generator", str(generator), "--tokenizer", str(tmp_path / "missing.pt"),
+                 "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 

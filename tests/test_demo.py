@@ -50,7 +50,8 @@ def test_quick_demo_writes_report_samples_and_usable_checkpoints(tmp_path, capsy
 
     # The kept checkpoints are what `navid sample` takes.
     assert main([
-        "sample", "--generator", str(out / "checkpoints" / "generator.ckpt"), "--tokenizer", str(out / "checkpoints" / "tokenizer.ckpt"),
+        "sample", "--generator", str(out / "checkpoints" / "generator.ckpt"),
+        "--tokenizer", str(out / "checkpoints" / "tokenizer.ckpt"),
         "--classes", "0", "--per-class", "1", "--out", str(tmp_path / "again"),
     ]) == 0
     tokens = torch.load(tmp_path / "again" / "tokens.pt", weights_only=True)["tokens"]
@@ -68,7 +69,8 @@ def test_quick_demo_writes_report_samples_and_usable_checkpoints(tmp_path, capsy
     assert main(["demo", "--quick", "--out", str(again)]) == 0
     second = json.loads((again / "report.json").read_text())
     assert _numbers(second, again) == _numbers(report, out)
-    weights = {"tokenizer.ckpt": lambda c: c["navid_tokenizer"]["state_dict"], "generator.ckpt": lambda c: c["state_dict"]}
+    weights = {"tokenizer.ckpt": lambda c: c["navid_tokenizer"]["state_dict"],
+               "generator.ckpt": lambda c: c["state_dict"]}
     for name, state_of in weights.items():
         first_state, second_state = (
             state_of(torch.load(d / "checkpoints" / name, weights_only=True)) for d in (out, again)

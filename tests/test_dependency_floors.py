@@ -53,11 +53,13 @@ def declared_floors() -> dict[str, Version]:
     return floors
 
 
-@pytest.mark.parametrize("package, introduced, what, present", NEEDED_APIS, ids=[api[2].split(" ")[0] for api in NEEDED_APIS])
+@pytest.mark.parametrize("package, introduced, what, present", NEEDED_APIS,
+                         ids=[api[2].split(" ")[0] for api in NEEDED_APIS])
 def test_needed_api_exists_and_the_declared_floor_has_it(package, introduced, what, present):
     assert present(), f"{what} is missing from the installed {package}"
     floor = declared_floors()[package]
-    assert floor >= Version(introduced), f"setup.cfg declares {package}>={floor}, but {what} needs {package}>={introduced}"
+    assert floor >= Version(introduced), (f"setup.cfg declares {package}>={floor}, "
+                                          f"but {what} needs {package}>={introduced}")
 
 
 def test_declared_floors_are_exactly_the_newest_needed_api():

@@ -58,7 +58,8 @@ def test_frechet_distance_matches_scipy(n):
 
 
 def test_metric_is_split_invariant_on_well_conditioned_features():
-    # 500 clips > 400 features: the covariances are full rank with condition number ≈ ((1+√0.8)/(1−√0.8))² ≈ 320,
+    # 500 clips > 400 features: the covariances are full rank with condition number
+    # ≈ ((1+√0.8)/(1−√0.8))² ≈ 320,
     # so float64 round-off in any summation order moves the distance by ~κ·D·eps ≈ 3e-11 relative.
     rng = np.random.default_rng(3)
     real, fake = rng.normal(size=(500, 400)), rng.normal(size=(500, 400)) * 1.1 + 0.2

@@ -17,7 +17,8 @@ from generator_helpers import make_token_cache, tiny_overrides
 
 
 def _train(cache, out, batch_size: int, devices: int) -> list[float]:
-    extra = {"data.batch_size": batch_size, "trainer.devices": devices, "trainer.strategy": "ddp" if devices > 1 else "auto"}
+    extra = {"data.batch_size": batch_size, "trainer.devices": devices,
+             "trainer.strategy": "ddp" if devices > 1 else "auto"}
     argv = [sys.executable, "-m", "navid.cli", "train", *tiny_overrides(cache, out, steps=8, **extra)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)

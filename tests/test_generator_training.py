@@ -36,7 +36,8 @@ def test_checkpoint_reloads_to_identical_logits(tmp_path):
     cache = make_token_cache(tmp_path / "cache", grid=(2, 4, 6))
     cfg = tiny_config(cache, tmp_path / "run", "par4", steps=6, **{"optim.ema_decay": 0.5})
     module = GeneratorModule(cfg, TokenCache(cache).meta)
-    trainer = L.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, datamodule=TokenCacheDataModule(cache, batch_size=4, val_fraction=0.0))
     path = tmp_path / "saved.ckpt"
     trainer.save_checkpoint(path)
@@ -51,6 +52,7 @@ def test_checkpoint_reloads_to_identical_logits(tmp_path):
     for ema, reference in ((False, module.model), (True, module.ema)):
         loaded, sched, _ = load_generator(path, ema=ema)
         with torch.no_grad():
-            assert torch.equal(loaded.target_logits(tokens, labels, sched), reference.eval().target_logits(tokens, labels, sched))
+            assert torch.equal(loaded.target_logits(tokens, labels, sched),
+                               reference.eval().target_logits(tokens, labels, sched))
     # EMA and raw weights differ after training, so the two loads really are different weights.
     assert any(not torch.equal(a, b) for a, b in zip(module.model.parameters(), module.ema.parameters()))

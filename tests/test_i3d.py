@@ -64,7 +64,8 @@ def test_same_padding_is_tf_asymmetric():
 
 
 @pytest.mark.parametrize(
-    ("kernel", "stride"), [((1, 3, 3), (1, 2, 2)), ((3, 3, 3), (1, 1, 1)), ((3, 3, 3), (2, 2, 2)), ((2, 2, 2), (2, 2, 2))]
+    ("kernel", "stride"),
+    [((1, 3, 3), (1, 2, 2)), ((3, 3, 3), (1, 1, 1)), ((3, 3, 3), (2, 2, 2)), ((2, 2, 2), (2, 2, 2))]
 )
 def test_max_pool_without_autograd_equals_max_pool3d(kernel, stride):
     # Both paths take maxima of the same values (a max of per-axis maxes is the 3D max), so they agree bit for bit.

@@ -54,7 +54,8 @@ def test_tokenizer_trains_in_bf16_mixed(tmp_path):
     # Seed 1 hit torch's intermittent oneDNN bf16 conv3d gradient bug (navid.utils.training.
     # CpuBf16WithoutOneDnn) in 5 of 8 seeds tried; with oneDNN off during bf16 fits it trains.
     torch.manual_seed(1)
-    cfg = small_tokenizer_config(tmp_path, "trainer.max_steps=3", "trainer.precision=bf16-mixed", "trainer.log_every_n_steps=1")
+    cfg = small_tokenizer_config(tmp_path, "trainer.max_steps=3", "trainer.precision=bf16-mixed",
+                                 "trainer.log_every_n_steps=1")
     module = TokenizerModule(cfg)
     onednn_before = torch.backends.mkldnn.enabled
     onednn_during = set()
@@ -78,7 +79,9 @@ def test_generator_trains_in_bf16_mixed_through_the_cli(tmp_path):
     assert torch.bfloat16 in linears.seen
     rows = (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
-    losses = [float(r.split(",")[header.index("train/loss")]) for r in rows[1:] if r.split(",")[header.index("train/loss")]]
+    losses = [float(r.split(",")[header.index("train/loss")]) for r in rows[1:]
+              if r.split(",")[header.index("train/loss")]]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu",
+                       weights_only=True)["state_dict"]
     assert all(v.dtype == torch.float32 for k, v in state.items() if v.is_floating_point())

@@ -64,7 +64,8 @@ def test_tokenizer_trains_with_the_perceptual_loss_and_checkpoints_exclude_the_d
     args = [
         "train-tokenizer", "--config", "configs/tokenizer/tiny.yaml", f"data.root={synth_root}", f"out_dir={out}",
         "model.channels=[32,32]", "model.out_hidden_channels=8", "data.batch_size=2", "trainer.progress_bar=false",
-        "trainer.val_every_n_steps=3", "trainer.limit_val_batches=1", "optim.warmup_steps=1", "trainer.max_steps=3", "trainer.log_every_n_steps=1",
+        "trainer.val_every_n_steps=3", "trainer.limit_val_batches=1", "optim.warmup_steps=1", "trainer.max_steps=3",
+        "trainer.log_every_n_steps=1",
         "loss.perceptual_weight=1.0", "loss.perceptual_clips=1",
     ]
     assert main(args) == 0

@@ -72,7 +72,8 @@ def test_existing_output_needs_resume_or_overwrite(tmp_path, capsys):
 def test_sigkill_then_resume_reaches_the_same_final_step(tmp_path):
     cache = make_token_cache(tmp_path / "cache")
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "navid.cli", "train", *tiny_overrides(cache, out, steps=150, **{"trainer.checkpoint_every_n_steps": 5})]
+    argv = [sys.executable, "-m", "navid.cli", "train",
+            *tiny_overrides(cache, out, steps=150, **{"trainer.checkpoint_every_n_steps": 5})]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     last = out / "checkpoints" / "last.ckpt"
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -8,7 +8,9 @@ import re
 import numpy as np
 import pytest
 
-from navid.data.synthetic import CLASSES, SCENE_HUE_STEPS, _soften, class_hues, num_test_groups, object_colours, synthesize_dataset
+from navid.data.synthetic import (
+    CLASSES, SCENE_HUE_STEPS, _soften, class_hues, num_test_groups, object_colours, synthesize_dataset,
+)
 from navid.data.ucf101 import load_index
 from navid.data.video_io import find_videos, probe_video, read_video
 
@@ -52,7 +54,8 @@ def test_clips_move_and_vary_within_class(synth_root):
 
 
 def test_each_class_has_its_own_object_hue(synth_root):
-    """Vivid pixels (only the object's are: scenes are tinted at most to saturation ~0.47) carry the class hue ``label / 10``."""
+    """Vivid pixels (only the object's are: scenes are tinted at most to saturation ~0.47) carry the class hue
+    ``label / 10``."""
     for label, cls in enumerate(CLASSES[:4]):
         clip = np.concatenate([read_video(p) for p in sorted((synth_root / cls.name).iterdir())]).reshape(-1, 3) / 255.0
         hsv = np.array([colorsys.rgb_to_hsv(*px) for px in clip[clip.max(1) - clip.min(1) > 0.4]])
@@ -74,7 +77,8 @@ def test_each_class_scene_takes_its_scene_hue(synth_root):
 
 
 def test_classes_with_neighbouring_object_hues_get_distant_scenes():
-    """Any two classes differ by >= 144 degrees of object plus scene hue; scenes stay >= 108 degrees off their object."""
+    """Any two classes differ by >= 144 degrees of object plus scene hue; scenes stay >= 108 degrees off
+    their object."""
     def circle(a, b):
         d = abs(a - b) % 1.0
         return min(d, 1.0 - d)

@@ -84,7 +84,8 @@ def test_generator_moves_the_schedule_once_and_logs_only_on_the_interval(tmp_pat
     train_generator(cfg)
     rows = (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
-    logged_steps = sorted({int(r.split(",")[header.index("step")]) for r in rows[1:] if r.split(",")[header.index("train/loss")]})
+    logged_steps = sorted({int(r.split(",")[header.index("step")]) for r in rows[1:]
+                           if r.split(",")[header.index("train/loss")]})
     assert logged_steps == [2, 5]  # Lightning's 0-based step of optimizer steps 3 and 6
 
 
@@ -105,4 +106,5 @@ def test_schedule_to_moves_every_tensor_and_keeps_the_original():
         for t in tensors:
             if isinstance(t, torch.Tensor):
                 assert t.device.type == "meta", f.name
-    assert schedule.attention_mask.device.type == "cpu" and moved.kind == "par4" and moved.num_steps == schedule.num_steps
+    assert (schedule.attention_mask.device.type == "cpu" and moved.kind == "par4"
+            and moved.num_steps == schedule.num_steps)

@@ -52,7 +52,8 @@ def test_output_heads_zero_initialised():
 def test_schedule_kind_mismatch_is_an_error():
     model = Transformer(TransformerConfig(**TINY), "raster")
     with pytest.raises(ValueError, match="built for schedule 'raster'"):
-        model.target_logits(torch.zeros(1, 1, 2, 2, dtype=torch.long), torch.tensor([0]), build_schedule("nar", (1, 2, 2)))
+        model.target_logits(torch.zeros(1, 1, 2, 2, dtype=torch.long), torch.tensor([0]),
+                            build_schedule("nar", (1, 2, 2)))
 
 
 def test_nar_l_parameter_count():

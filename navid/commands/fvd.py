@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("fvd", help="Fréchet Video Distance between two video sources")
     p.add_argument("--real", required=True, help="folder of videos, UCF-101 root, or stats .npz")
     p.add_argument("--fake", required=True, help="folder of videos, UCF-101 root, or stats .npz")
-    p.add_argument("--real-split", default="train", choices=("train", "test"), help="split when --real is a UCF-101 root")
+    p.add_argument("--real-split", default="train", choices=("train", "test"),
+                   help="split when --real is a UCF-101 root")
     p.add_argument("--fold", type=int, default=1, choices=(1, 2, 3), help="split list when a source is a UCF-101 root")
     p.add_argument("--num", type=int, default=None, help="clips per side (default: all files, all chunks of a split)")
     p.add_argument("--frames", type=int, default=16, help="frames per clip (a UCF-101 root: chunk length)")
@@ -42,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if args.save_real_stats:
         real.save(args.save_real_stats)
     if min(real.count, fake.count) < COMPARABLE_COUNT:
-        warnings.warn(f"FVD on fewer than {COMPARABLE_COUNT} clips is not comparable with published numbers (papers use 2,048 or 10,000)")
+        warnings.warn(f"FVD on fewer than {COMPARABLE_COUNT} clips is not comparable with published numbers "
+                      "(papers use 2,048 or 10,000)")
     result = {
         "fvd": real.fvd(fake), "num_real": real.count, "num_fake": fake.count,
         "seconds": round(time.time() - start, 2), "real": real.provenance, "fake": fake.provenance,

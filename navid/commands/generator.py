@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
         help="train a NAR / PAR-4x / raster generator on a token cache",
-        description="Train a generator: navid train --config configs/generator/tiny.yaml data.tokens=DIR model.schedule=nar",
+        description="Train a generator: navid train --config configs/generator/tiny.yaml data.tokens=DIR "
+                    "model.schedule=nar",
     )
     add_config_arguments(train)
     mode = train.add_mutually_exclusive_group()
@@ -40,8 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     evaluate = subparsers.add_parser("evaluate", help="FVD / KVD / per-class FVD of a generator against real clips")
     _add_model_arguments(evaluate)
-    evaluate.add_argument("--data", required=True, help="UCF-101-layout dataset root (class folders + ucfTrainTestlist/)")
-    evaluate.add_argument("--split", default="train", choices=("train", "test"), help="real clips from this split (papers: train)")
+    evaluate.add_argument("--data", required=True,
+                          help="UCF-101-layout dataset root (class folders + ucfTrainTestlist/)")
+    evaluate.add_argument("--split", default="train", choices=("train", "test"),
+                          help="real clips from this split (papers: train)")
     evaluate.add_argument("--fold", type=int, default=1, choices=(1, 2, 3))
     evaluate.add_argument(
         "--protocol", default="nar", choices=("nar",),
@@ -71,7 +74,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16, help="clips sampled together")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--raw-weights", action="store_true", help="use the training weights instead of the EMA weights")
+    parser.add_argument("--raw-weights", action="store_true",
+                        help="use the training weights instead of the EMA weights")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"),
                         help="generator weights and KV cache (sampling maths stay fp32; fp32 matmuls use TF32 on CUDA)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the decoding step (CUDA: CUDA graphs)")
@@ -88,10 +92,12 @@ def _load_models(args: argparse.Namespace):
 
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-    sampling = SamplingConfig(cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+    sampling = SamplingConfig(cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                              seed=args.seed,
                               compile=args.compile)
     try:
-        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto"
+                              else args.device)
     except RuntimeError as err:
         raise ValueError(f"--device: {err}") from None
     model, schedule, meta = load_generator(args.generator, map_location=device, ema=not args.raw_weights)
@@ -128,13 +134,16 @@ def run_sample(args: argparse.Namespace) -> int:
 
     files = []
     for i, (label, clip) in enumerate(zip(labels.tolist(), frames)):
-        files.append(str(write_video(out / "videos" / f"{_stem(label, names)}_{i % args.per_class:02d}.mp4", clip, args.fps).relative_to(out)))
+        files.append(str(write_video(out / "videos" / f"{_stem(label, names)}_{i % args.per_class:02d}.mp4", clip,
+                                     args.fps).relative_to(out)))
     grids = []
     for j, label in enumerate(classes):
         grid = caption_grid(frames[j * args.per_class : (j + 1) * args.per_class], names[label])
         for suffix in (".gif", ".mp4"):
-            grids.append(str(write_video(out / "grids" / f"{_stem(label, names)}{suffix}", grid, args.fps).relative_to(out)))
-    torch_save_atomic({"tokens": torch.cat(tokens), "labels": labels.cpu(), "class_names": list(names)}, out / "tokens.pt")
+            grids.append(str(write_video(out / "grids" / f"{_stem(label, names)}{suffix}", grid,
+                                         args.fps).relative_to(out)))
+    torch_save_atomic({"tokens": torch.cat(tokens), "labels": labels.cpu(), "class_names": list(names)},
+                      out / "tokens.pt")
     write_json_atomic(out / "samples.json", {
         "generator": str(args.generator),
         "tokenizer": str(args.tokenizer),
@@ -238,7 +247,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"generated clips are {h * ch}x{w * cw}; the FVD protocol compares square clips")
     draw = draw_chunks(args.data, args.num, args.real_seed, args.split, args.fold, t * ct, args.allow_repeats)
     if list(draw.index.class_names) != list(meta["class_names"]):
-        raise ValueError(f"{args.data}: its classes differ from the {len(meta['class_names'])} classes the generator was trained on")
+        raise ValueError(f"{args.data}: its classes differ from the {len(meta['class_names'])} classes "
+                         "the generator was trained on")
     real = ChunkClips(draw, resolution=h * ch)
     features, provenance = i3d_features(device)
     real_clips = {

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode = train.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.ckpt")
     mode.add_argument("--overwrite", action="store_true", help="write into a non-empty out_dir")
-    train.add_argument("--max-time", type=float, default=None, help="stop after this many minutes (= trainer.max_time_minutes)")
+    train.add_argument("--max-time", type=float, default=None,
+                       help="stop after this many minutes (= trainer.max_time_minutes)")
     train.set_defaults(func=run_train)
 
     rec = subparsers.add_parser("reconstruct", help="PSNR/SSIM/codebook usage of a tokenizer on held-out clips")
@@ -29,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--num-videos", type=int, default=4, help="how many side-by-side videos to write")
     rec.add_argument("--fvd", action="store_true", help="also compute rFVD (needs navid.metrics.fvd)")
     rec.add_argument("--json", default=None, help="write the report to this JSON file")
-    rec.add_argument("--overwrite", action="store_true", help="replace an existing --json / write into a non-empty --out")
+    rec.add_argument("--overwrite", action="store_true",
+                     help="replace an existing --json / write into a non-empty --out")
     rec.set_defaults(func=run_reconstruct)
 
     tok = subparsers.add_parser("tokenize", help="encode a dataset split into a token cache")

@@ -255,7 +255,8 @@ def object_colours(hue: float, rng: np.random.Generator) -> np.ndarray:
     return np.array([vivid, dull])
 
 
-def render_clip(cls: SynthClass, rng: np.random.Generator, background: np.ndarray, frames: int, hue: float) -> np.ndarray:
+def render_clip(cls: SynthClass, rng: np.random.Generator, background: np.ndarray, frames: int,
+                hue: float) -> np.ndarray:
     """One clip as uint8 ``(T, H, W, 3)``; the object takes the class ``hue`` in [0, 1)."""
     size = background.shape[0]
     t = np.linspace(0.0, 1.0, frames)
@@ -312,7 +313,8 @@ def synthesize_dataset(
     bar = tqdm(total=classes * videos_per_class, desc="synthesising", unit="video", disable=not progress)
     for label, cls in enumerate(chosen):
         object_hue, scene_hue = class_hues(label)
-        group_bgs = [_background(np.random.default_rng([seed, label, g]), size, scene_hue) for g in range(1, groups + 1)]
+        group_bgs = [_background(np.random.default_rng([seed, label, g]), size, scene_hue)
+                     for g in range(1, groups + 1)]
         clip_in_group: dict[int, int] = {}
         for i in range(videos_per_class):
             g = i * groups // videos_per_class + 1

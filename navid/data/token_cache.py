@@ -191,7 +191,8 @@ class TokenCache(Dataset):
         self.tokens = np.load(self.root / "tokens.npy", mmap_mode="r")
         self.labels = np.load(self.root / "labels.npy")
         if self.tokens.shape[0] != meta["num_clips"] or list(self.tokens.shape[1:]) != meta["grid"]:
-            raise TokenCacheError(f"{self.root}/tokens.npy has shape {self.tokens.shape}, meta.json says {meta['num_clips']} x {meta['grid']}")
+            raise TokenCacheError(f"{self.root}/tokens.npy has shape {self.tokens.shape}, "
+                                  f"meta.json says {meta['num_clips']} x {meta['grid']}")
 
     @property
     def grid(self) -> tuple[int, int, int]:

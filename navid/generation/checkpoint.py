@@ -47,7 +47,8 @@ def read_generator_meta(path: str | os.PathLike) -> tuple[dict, dict]:
         raise ValueError(f"{path}: not a loadable checkpoint ({str(err).splitlines()[0]})") from None
     meta = checkpoint.get("navid") if isinstance(checkpoint, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a navid generator checkpoint (expected format {CHECKPOINT_FORMAT!r}); is it a tokenizer checkpoint?")
+        raise ValueError(f"{path}: not a navid generator checkpoint (expected format {CHECKPOINT_FORMAT!r}); "
+                         "is it a tokenizer checkpoint?")
     return meta, checkpoint
 
 
@@ -69,7 +70,8 @@ def check_head_taps(meta: dict, model: Transformer, path: str | os.PathLike) -> 
         )
 
 
-def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu", ema: bool = True) -> tuple[Transformer, Schedule, dict]:
+def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                   ema: bool = True) -> tuple[Transformer, Schedule, dict]:
     """``(transformer in eval mode, schedule, meta)`` from a checkpoint.
 
     ``ema=True`` (the default, what sampling and evaluation use) loads the EMA weights,

@@ -51,9 +51,11 @@ class GeneratorModelConfig:
         from navid.generation.transformer import TRANSFORMER_SIZES, TransformerConfig
 
         if self.size not in TRANSFORMER_SIZES:
-            raise ValueError(f"key 'model.size': unknown size '{self.size}'; choose one of {', '.join(TRANSFORMER_SIZES)}")
+            raise ValueError(f"key 'model.size': unknown size '{self.size}'; "
+                             f"choose one of {', '.join(TRANSFORMER_SIZES)}")
         if self.schedule not in SCHEDULE_KINDS:
-            raise ValueError(f"key 'model.schedule': unknown schedule '{self.schedule}'; choose one of {', '.join(SCHEDULE_KINDS)}")
+            raise ValueError(f"key 'model.schedule': unknown schedule '{self.schedule}'; "
+                             f"choose one of {', '.join(SCHEDULE_KINDS)}")
         known = {f.name for f in dataclasses.fields(TransformerConfig)} - set(DATA_DERIVED_FIELDS)
         for key in self.overrides:
             if key not in known:

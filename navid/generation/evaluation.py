@@ -98,7 +98,8 @@ def rank_batches(total: int, batch_size: int) -> list[range]:
     return [range(k * batch_size, min((k + 1) * batch_size, total)) for k in range(rank, num_batches, world)]
 
 
-def per_class_fvd(gen_features: np.ndarray, gen_labels: np.ndarray, real_features: np.ndarray, real_labels: np.ndarray, num_classes: int) -> np.ndarray:
+def per_class_fvd(gen_features: np.ndarray, gen_labels: np.ndarray, real_features: np.ndarray,
+                  real_labels: np.ndarray, num_classes: int) -> np.ndarray:
     """(C, C) matrix: entry (i, j) = FVD of generated class i against real class j (NaN if < 2 clips)."""
     matrix = np.full((num_classes, num_classes), np.nan)
     groups_gen = [gen_features[gen_labels == c] for c in range(num_classes)]
@@ -116,7 +117,8 @@ def i3d_features(device: torch.device) -> tuple[Callable[[torch.Tensor], np.ndar
     from navid.metrics.i3d import load_i3d
 
     detector = load_i3d(device=device)
-    provenance = {"detector": "TF-Hub Kinetics-400 I3D logits", "detector_sha256": detector.weights_sha256, "resize": RESIZE_METHOD}
+    provenance = {"detector": "TF-Hub Kinetics-400 I3D logits", "detector_sha256": detector.weights_sha256,
+                  "resize": RESIZE_METHOD}
     return (lambda video: extract_features(detector, video).numpy()), provenance
 
 
@@ -141,7 +143,8 @@ def _gather_batches(mine: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([parts[k % world][k // world] for k in range(total_batches)])
 
 
-def _real_features(real, indices: np.ndarray, features: Callable, batch_size: int, num_workers: int, progress: bool) -> np.ndarray:
+def _real_features(real, indices: np.ndarray, features: Callable, batch_size: int, num_workers: int,
+                   progress: bool) -> np.ndarray:
     """Features (len(indices), D) of the real clips ``indices``; each rank decodes its :func:`rank_batches`."""
     from torch.utils.data import DataLoader
 
@@ -249,11 +252,13 @@ def balanced_real_clips(labels: Sequence[int], per_class: int, seed: int) -> np.
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    picks = [rng.choice(np.flatnonzero(labels == c), size=per_class, replace=per_class > (labels == c).sum()) for c in np.unique(labels)]
+    picks = [rng.choice(np.flatnonzero(labels == c), size=per_class, replace=per_class > (labels == c).sum())
+             for c in np.unique(labels)]
     return np.concatenate(picks)
 
 
-def score_features(gen_feats: np.ndarray, gen_labels: np.ndarray, real_feats: np.ndarray, real_labels: np.ndarray, class_names: Sequence[str]) -> dict:
+def score_features(gen_feats: np.ndarray, gen_labels: np.ndarray, real_feats: np.ndarray, real_labels: np.ndarray,
+                   class_names: Sequence[str]) -> dict:
     """FVD and KVD of generated vs real features, and the per-class FVD matrix (generated i vs real j)."""
     from navid.metrics.fvd import fvd_from_features, kvd_from_features
 

@@ -85,7 +85,8 @@ class GeneratorModule(L.LightningModule):
             self._schedule_on_device = self.schedule.to(self.device)
         return self._schedule_on_device
 
-    def _loss(self, model: torch.nn.Module, tokens: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(self, model: torch.nn.Module, tokens: torch.Tensor,
+              labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of the schedule's averaged target logits against ``tokens`` (B, T, H, W)."""
         logits = model.target_logits(tokens, labels, self._device_schedule())  # (B, N, V), flat (t, h, w) order
         loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten())
@@ -179,8 +180,10 @@ def preview_tokenizer(cfg: GeneratorTrainConfig, cache_meta: dict) -> VideoToken
     path = cfg.data.tokenizer or cache_meta.get("source", {}).get("tokenizer")
     key = "data.tokenizer" if cfg.data.tokenizer else "the token cache's source.tokenizer (set data.tokenizer)"
     if not path or not Path(path).is_file():
-        raise ConfigError(f"trainer.sample_every_n_steps needs the tokenizer to decode samples: {key} = {path!r} is not a file")
+        raise ConfigError("trainer.sample_every_n_steps needs the tokenizer to decode samples: "
+                          f"{key} = {path!r} is not a file")
     tokenizer = load_tokenizer(path)
     if tokenizer_fingerprint(tokenizer) != cache_meta["tokenizer_fingerprint"]:
-        raise ConfigError(f"{key} = {path}: this tokenizer did not make the token cache {cfg.data.tokens} (fingerprints differ)")
+        raise ConfigError(f"{key} = {path}: this tokenizer did not make the token cache {cfg.data.tokens} "
+                          "(fingerprints differ)")
     return tokenizer

@@ -37,7 +37,8 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
             raise ValueError(
-                f"bad sampling settings: need temperature >= 0 (got {self.temperature}), top_k >= 0 (got {self.top_k}), "
+                f"bad sampling settings: need temperature >= 0 (got {self.temperature}), "
+                f"top_k >= 0 (got {self.top_k}), "
                 f"0 < top_p <= 1 (got {self.top_p})"
             )
         if self.padding not in ("auto", "padded", "exact"):

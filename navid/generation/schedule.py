@@ -190,7 +190,8 @@ def par(grid: Grid, n: int = 4) -> Schedule:
     if n < 1 or m * m != n:
         raise ValueError(f"PAR-n x needs n = M*M regions (1, 4, 9, 16, ...), got n={n}")
     if H % m or W % m:
-        raise ValueError(f"PAR-{n}x splits the {H}x{W} token grid into {m}x{m} regions: H and W must be divisible by {m}")
+        raise ValueError(f"PAR-{n}x splits the {H}x{W} token grid into {m}x{m} regions: "
+                         f"H and W must be divisible by {m}")
     rh, rw = H // m, W // m
     J = T * rh * rw  # tokens per region
     t, hh, ww = np.unravel_index(np.arange(J), (T, rh, rw))  # in-region raster order
@@ -221,7 +222,8 @@ def raster(grid: Grid) -> Schedule:
     grid = _check_grid(grid)
     N = grid[0] * grid[1] * grid[2]
     slot_token = np.arange(-1, N - 1)
-    return _schedule("raster", grid, slot_token, np.full(N, -1), np.ones(N, dtype=np.int64), np.arange(N)[None], 0, ("next",))
+    return _schedule("raster", grid, slot_token, np.full(N, -1), np.ones(N, dtype=np.int64), np.arange(N)[None], 0,
+                     ("next",))
 
 
 def build_schedule(kind: str, grid: Grid) -> Schedule:

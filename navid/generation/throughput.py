@@ -28,7 +28,8 @@ SCHEDULES = ("nar", "par4", "raster")
 
 
 def gflops_per_video(model: Transformer, schedule: Schedule) -> float:
-    """Multiply-adds x2 of one video: block matmuls per slot, attention of each block over its prefix, heads per target."""
+    """Multiply-adds x2 of one video: block matmuls per slot, attention of each block over its prefix,
+    heads per target."""
     cfg = model.cfg
     D, Hd, V, layers = cfg.dim, cfg.hidden_dim, cfg.vocab_size, len(model.layers)
     bounds = schedule.block_bounds.numpy().astype(np.float64)
@@ -153,7 +154,8 @@ def benchmark_rows(
             for grid in grids:
                 schedule = build_schedule(kind, grid)
                 for batch in batches:
-                    row = dict(schedule=kind, grid="x".join(map(str, grid)), batch=batch, device=device.type, trunk=trunk,
+                    row = dict(schedule=kind, grid="x".join(map(str, grid)), batch=batch, device=device.type,
+                               trunk=trunk,
                                params_m=count_parameters(model) / 1e6, dtype=str(dtype).removeprefix("torch."),
                                steps=schedule.num_steps, gflops_per_video=gflops_per_video(model, schedule),
                                peak_gflops=peak_gflops)

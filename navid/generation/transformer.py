@@ -80,7 +80,8 @@ class TransformerConfig:
         return cls(**{**TRANSFORMER_SIZES[size], **overrides})
 
 
-def drop_labels(labels: torch.Tensor, p: float, num_classes: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def drop_labels(labels: torch.Tensor, p: float, num_classes: int,
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Replace each label by the null class ``num_classes`` with probability ``p`` (CFG training)."""
     if p <= 0:
         return labels
@@ -276,7 +277,8 @@ class Transformer(nn.Module):
         if max(schedule.grid) > ROPE_MAX_COORD:
             raise ValueError(f"grid {schedule.grid}: RoPE tables cover grid sides up to {ROPE_MAX_COORD}")
 
-    def _embed(self, tokens: torch.Tensor, labels: torch.Tensor, slot_token, slot_special, slot_is_class) -> torch.Tensor:
+    def _embed(self, tokens: torch.Tensor, labels: torch.Tensor, slot_token, slot_special,
+               slot_is_class) -> torch.Tensor:
         """tokens (B, N) flat grid, labels (B,), per-slot descriptors (S,) -> inputs (B, S, D)."""
         tok = self.tok_emb(tokens[:, slot_token.clamp(min=0)])  # (B, S, D)
         cls = self.class_emb(labels)[:, None, :].expand_as(tok)  # (B, S, D)
@@ -292,7 +294,8 @@ class Transformer(nn.Module):
         sum_k w_k W_k norm_k(h_k) is computed as one matmul of the weighted, concatenated head
         features (B, M, K*D) with ``head_out`` (V, K*D): the K vocabulary projections in one GEMM.
         """
-        feats = [norm(h[:, slot[k]]) * weight[k, None, :, None].to(h.dtype) for k, (h, norm) in enumerate(zip(taps, self.head_norms))]
+        feats = [norm(h[:, slot[k]]) * weight[k, None, :, None].to(h.dtype)
+                 for k, (h, norm) in enumerate(zip(taps, self.head_norms))]
         return self.head_out(torch.cat(feats, dim=-1))  # (B, M, V)
 
     # ---------------------------------------------------------------- training path
@@ -305,7 +308,8 @@ class Transformer(nn.Module):
         self._check_schedule(schedule)
         dev = tokens.device
         flat = tokens.flatten(1)  # (B, N)
-        x = self._embed(flat, labels, schedule.slot_token.to(dev), schedule.slot_special.to(dev), schedule.slot_is_class.to(dev))
+        x = self._embed(flat, labels, schedule.slot_token.to(dev), schedule.slot_special.to(dev),
+                        schedule.slot_is_class.to(dev))
         cos, sin = self.rope(schedule.slot_coords.to(dev))  # (L, hd) each
         mask = schedule.attention_mask.to(dev)  # (L, L)
         outs = [x]

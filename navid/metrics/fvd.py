@@ -154,7 +154,8 @@ class FeatureStats:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 extra = {} if self.features is None else {"features": self.features}
-                np.savez(f, mean=self.mean, cov=self.cov, count=self.count, provenance=json.dumps(self.provenance), **extra)
+                np.savez(f, mean=self.mean, cov=self.cov, count=self.count, provenance=json.dumps(self.provenance),
+                         **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureStats":

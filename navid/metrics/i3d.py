@@ -153,7 +153,8 @@ class InceptionI3d(nn.Module):
         self.weights_sha256 = ""
 
     def activations(self, x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        """(B, 3, T, H, W) → the outputs of the named units/mixed blocks, running the network only as deep as needed."""
+        """(B, 3, T, H, W) → the outputs of the named units/mixed blocks, running the network only as deep
+        as needed."""
         if x.ndim != 5 or x.shape[1] != 3:
             raise ValueError(f"I3D expects (B, 3, T, H, W) videos, got shape {tuple(x.shape)}")
         wanted = set(names)

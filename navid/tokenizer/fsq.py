@@ -23,7 +23,8 @@ from torch import nn
 class FSQ(nn.Module):
     """``forward(z (B, D, T, H, W)) -> (z_q (B, D, T, H, W), indices (B, T, H, W), aux_loss 0-dim)``."""
 
-    def __init__(self, levels: list[int], eps: float = 1e-3, entropy_weight: float = 0.0, entropy_temperature: float = 0.5) -> None:
+    def __init__(self, levels: list[int], eps: float = 1e-3, entropy_weight: float = 0.0,
+                 entropy_temperature: float = 0.5) -> None:
         super().__init__()
         if len(levels) == 0 or min(levels) < 2:
             raise ValueError(f"FSQ levels must be a non-empty list of integers >= 2, got {levels}")
@@ -75,7 +76,8 @@ class FSQ(nn.Module):
         per_channel = []
         for d, lv in enumerate(self.levels.tolist()):
             values = torch.arange(lv, device=flat.device, dtype=flat.dtype) - lv // 2  # rounded values of this channel
-            per_channel.append((-(flat[:, d : d + 1] - values).square() / self.entropy_temperature).softmax(-1))  # (N, L_d)
+            per_channel.append(
+                (-(flat[:, d : d + 1] - values).square() / self.entropy_temperature).softmax(-1))  # (N, L_d)
         token_entropy = sum(-(p * p.clamp_min(1e-12).log()).sum(-1) for p in per_channel).mean()
         batch = flat.new_zeros(self.vocab_size)
         for rows in zip(*(p.split(chunk) for p in per_channel)):

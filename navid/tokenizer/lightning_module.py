@@ -54,7 +54,8 @@ class TokenizerModule(L.LightningModule):
         self.use_gan = cfg.loss.gan_weight > 0
         self.automatic_optimization = not self.use_gan
         if self.use_gan:
-            self.discriminator = PatchDiscriminator3d(cfg.model.in_channels, cfg.loss.disc_channels, cfg.loss.disc_layers)
+            self.discriminator = PatchDiscriminator3d(cfg.model.in_channels, cfg.loss.disc_channels,
+                                                      cfg.loss.disc_layers)
         # Held in a tuple so the frozen detector stays out of state_dict (checkpoints, strict loading).
         self._perceptual: tuple = ()
         if cfg.loss.perceptual_weight > 0:

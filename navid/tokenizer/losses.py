@@ -22,7 +22,8 @@ def hinge_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
     return -logits_fake.mean()
 
 
-def adaptive_gan_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor, max_weight: float) -> torch.Tensor:
+def adaptive_gan_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor,
+                        max_weight: float) -> torch.Tensor:
     """Balance the GAN gradient against the reconstruction gradient at the decoder's last layer.
 
     VQGAN's rule (Esser et al., 2021): ``|grad rec| / (|grad gan| + 1e-4)``, clamped, detached.

@@ -135,7 +135,8 @@ class VideoTokenizer(nn.Module):
         super().__init__()
         self.cfg = cfg
         if cfg.quantizer == "fsq":
-            self.quantizer: nn.Module = FSQ(list(cfg.fsq_levels), entropy_weight=cfg.fsq_entropy_weight, entropy_temperature=cfg.fsq_entropy_temperature)
+            self.quantizer: nn.Module = FSQ(list(cfg.fsq_levels), entropy_weight=cfg.fsq_entropy_weight,
+                                            entropy_temperature=cfg.fsq_entropy_temperature)
         else:
             self.quantizer = VectorQuantizer(
                 cfg.vq_codebook_size, cfg.vq_dim, cfg.vq_decay, cfg.vq_commitment_weight, cfg.vq_dead_code_threshold

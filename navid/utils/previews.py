@@ -38,7 +38,8 @@ class PreviewVideos(Callback):
         self.fps = fps
         self._last_step = 0
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
         step = trainer.global_step
         # Once per optimizer step: under gradient accumulation most batches do not step.
         if step == self._last_step or step % self.every_n_steps:

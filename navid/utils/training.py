@@ -69,7 +69,8 @@ class StopOnNonFiniteLoss(Callback):
     def __init__(self) -> None:
         self._first_bad: Optional[torch.Tensor] = None  # () int64 on the loss's device
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
