@@ -11,7 +11,8 @@ from navid.cli import main
 
 # Report entries that measure this machine: times, speeds, memory, load.
 MACHINE_KEYS = {"stage_seconds", "total_seconds", "seconds", "seconds_all", "videos_per_s", "forward_share",
-                "peak_mem_mb", "gflops_per_s", "tokens_per_s", "ratios", "machine"}
+                "peak_mem_mb", "gflops_per_s", "tokens_per_s", "ratios", "machine", "peak_gflops", "floor_seconds",
+                "limit_seconds", "bound", "efficiency", "compile_seconds"}
 
 
 def _numbers(report, out):
