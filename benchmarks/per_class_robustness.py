@@ -44,7 +44,12 @@ def main() -> None:
         parser.error(f"--per-draw {max(args.per_draw)} exceeds --per-class {args.per_class}")
     out = Path(args.demo_out)
     report = json.loads((out / "report.json").read_text())
-    sampling = SamplingConfig(**report["settings"]["sampling"])
+    try:  # read every report field before the I3D work, so a wrong --demo-out fails in seconds
+        sampling = SamplingConfig(**report["settings"]["sampling"])
+        demo_share = report["quality"]["nar"]["per_class_fvd"]["own_class_nearest"]
+        demo_clips = report["settings"]["fvd_clips_per_class"]
+    except (KeyError, TypeError) as err:
+        raise SystemExit(f"{out / 'report.json'}: not a finished demo's report (missing {err})") from None
 
     computed = quality_features(out, args.per_class, sampling, random_baseline=False)
     sets, class_names = computed["sets"], computed["class_names"]
@@ -66,8 +71,8 @@ def main() -> None:
     result = {
         "demo_out": str(out), "per_class": args.per_class, "draws": args.draws,
         "sampling": report["settings"]["sampling"],
-        "demo_own_class_nearest": report["quality"]["nar"]["per_class_fvd"]["own_class_nearest"],
-        "demo_clips_per_class": report["settings"]["fvd_clips_per_class"],
+        "demo_own_class_nearest": demo_share,
+        "demo_clips_per_class": demo_clips,
         "machine": machine_description(), "rows": rows,
     }
     RESULTS.mkdir(exist_ok=True)

@@ -55,14 +55,17 @@ def test_clips_move_and_vary_within_class(synth_root):
 
 def test_each_class_has_its_own_object_hue(synth_root):
     """Vivid pixels (only the object's are: scenes are tinted at most to saturation ~0.47) carry the class hue
-    ``label / 10``."""
+    ``label / 10``, nearer it than half the step to a neighbouring class's hue (0.05).
+
+    The 4-px softening mixes thin objects (RingPulse's ring) with the scene, so their pixels are less
+    vivid (chroma 0.3-0.4) and their median hue moves by up to ~0.035 towards the scene's."""
     for label, cls in enumerate(CLASSES[:4]):
         clip = np.concatenate([read_video(p) for p in sorted((synth_root / cls.name).iterdir())]).reshape(-1, 3) / 255.0
-        hsv = np.array([colorsys.rgb_to_hsv(*px) for px in clip[clip.max(1) - clip.min(1) > 0.4]])
+        hsv = np.array([colorsys.rgb_to_hsv(*px) for px in clip[clip.max(1) - clip.min(1) > 0.3]])
         vivid = hsv[(hsv[:, 1] > 0.5) & (hsv[:, 2] > 0.5)]
         assert len(vivid) > 1000
         offset = (vivid[:, 0] - class_hues(label)[0] + 0.5) % 1.0 - 0.5  # signed hue difference
-        assert np.median(np.abs(offset)) < 0.03
+        assert np.median(np.abs(offset)) < 0.05
 
 
 def test_each_class_scene_takes_its_scene_hue(synth_root):

@@ -15,11 +15,12 @@ scene is at least 108 degrees from its own object. With scenes at the object's c
 instead, every class that a short tokenizer run's reconstructions confused was confused
 with an object-hue neighbour (docs/data.md).
 
-Clips are rendered slightly soft (a spatial Gaussian of 1/32 of the frame width). A
-CPU-tiny tokenizer cannot redraw 1-pixel edges in minutes, and I3D reads the lost edges of
-its reconstructions as a class of their own: on sharp clips the reconstructions of every
-class were nearest the same real class. Soft clips and tinted scenes keep the class evidence
-a short tokenizer run can reproduce (README, "The demo"; benchmarks/tokenizer_class_evidence.py).
+Clips are rendered soft (a spatial Gaussian of 1/16 of the frame width). A CPU-tiny
+tokenizer cannot redraw sharp edges in a few hundred steps; its reconstructions then carry
+blocky token-sized artifacts that I3D reads as a class of their own, so the reconstructions
+of many classes land nearest the same real class. The softness sets how much detail a short
+tokenizer run must redraw, and with it whether the demo's per-class verdict can be met at all
+(docs/data.md has the measurements; benchmarks/tokenizer_class_evidence.py reproduces them).
 
 As in UCF-101, the clips of one group share a background (UCF-101's groups share actor and
 scene), and groups 1..g form the test split of fold 1 (g = 7 of UCF-101's 25 groups, scaled
@@ -274,7 +275,7 @@ def render_clip(cls: SynthClass, rng: np.random.Generator, background: np.ndarra
     col0, col1 = object_colours(hue, rng)
     tex = cls.texture(u, v)[..., None]
     obj = col0 + (col1 - col0) * tex  # (T, H, W, 3)
-    video = _soften(background[None] * (1 - alpha) + obj * alpha, sigma=size / 32)
+    video = _soften(background[None] * (1 - alpha) + obj * alpha, sigma=size / 16)
     return np.round(np.clip(video, 0.0, 1.0) * 255).astype(np.uint8)
 
 
