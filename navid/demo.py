@@ -59,9 +59,8 @@ DEMO_TOKENIZER = ("data.batch_size=2", "loss.perceptual_weight=1.0")
 
 PLANS = {
     # 72 videos per class: the NAR generator overfit 36 per class (train loss 0.47 vs validation
-    # 0.86 at step 860). 8 clips per class: on this plan's checkpoints the tokenizer's own
-    # reconstructions cleared the per-class bar in 100% of random draws of 6 to 12 clips per class,
-    # the NAR samples in 94/99/100/100% of draws of 6/8/10/12 (benchmarks/per_class_robustness.py).
+    # 0.86 at step 860). 12 clips per class: with 8, a run's bootstrap confidence was 94% for the
+    # tokenizer's own reconstructions and 64% for the samples; with 12, 99% and 87% (docs/demo.md).
     # Step counts: docs/demo.md (300 tokenizer steps keep the class evidence on the soft clips; the
     # generator needs 600 steps of batch 32 to follow its labels); retune with
     # `navid demo --tokenizer-steps N --generator-steps N`.
@@ -69,7 +68,7 @@ PLANS = {
         classes=10, videos_per_class=72, frames=32,
         tokenizer_steps=300, tokenizer_overrides=DEMO_TOKENIZER, clips_per_video=4,
         generator_steps=600,
-        samples_per_class=4, fvd_clips_per_class=8, bootstrap_draws=500,
+        samples_per_class=4, fvd_clips_per_class=12, bootstrap_draws=500,
         throughput_grids=((4, 8, 8), (4, 16, 16)), throughput_batches=(1, 8), throughput_repeats=2,
     ),
     "quick": DemoPlan(
