@@ -20,7 +20,7 @@ tokenizer cannot redraw sharp edges in a few hundred steps; its reconstructions 
 blocky token-sized artifacts that I3D reads as a class of their own, so the reconstructions
 of many classes land nearest the same real class. The softness sets how much detail a short
 tokenizer run must redraw, and with it whether the demo's per-class verdict can be met at all
-(docs/data.md has the measurements; benchmarks/tokenizer_class_evidence.py reproduces them).
+(docs/data.md and docs/demo.md have the measurements).
 
 As in UCF-101, the clips of one group share a background (UCF-101's groups share actor and
 scene), and groups 1..g form the test split of fold 1 (g = 7 of UCF-101's 25 groups, scaled
