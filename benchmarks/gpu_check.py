@@ -100,7 +100,8 @@ DRY_PLAN = Plan(
 
 def run_cuda_tests(plan: Plan) -> dict:
     """The ``cuda`` tests on the GPU; in a dry run they are only collected (they need a GPU)."""
-    command = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/test_cuda.py", "-p", "no:cacheprovider"]
+    command = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/test_cuda.py", "-p", "no:cacheprovider",
+               "-p", "no:warnings", "--tb=short"]  # the tail of the output then shows the failures
     if plan.device == "cpu":
         command.append("--collect-only")
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=CUDA_TESTS_TIMEOUT_S)

@@ -56,32 +56,37 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, repeats: int = 
 
 
 def step_floor_seconds(model: Transformer, schedule: Schedule, labels: torch.Tensor, sampling: SamplingConfig,
-                       repeats: int = 30) -> float:
-    """Median seconds of one sampler iteration on a 1-token block (the class block: 1 query, 1 key, 1 target).
+                       steps: int = 30, rounds: int = 3) -> float:
+    """Seconds per sampler iteration on a 1-token block (the class block: 1 query, 1 key, 1 target).
 
     The same step, sampling and scatter as every decoding step, with the least work a step can
-    have: what a step costs however small the block (launches, Python, framework overhead).
+    have: what a step costs however small the block (launches, Python, framework overhead). Like
+    the sampling loop, ``steps`` iterations run back to back with the device synchronised only
+    at both ends (on a GPU the host queues step i+1 while step i runs); the median of ``rounds``
+    such runs, after one untimed run.
     """
     device = labels.device
     padded = sampling.padded_blocks(device)
     plan = model.setup_cache(labels.shape[0], schedule, padded)
     step_fn = compile_step(model, device, padded) if sampling.compile else model.decode_step
+    graphed = sampling.compile and device.type == "cuda"
     tokens = torch.zeros(labels.shape[0], schedule.num_positions, dtype=torch.long, device=device)  # (B, N)
     generator = torch.Generator(device=device).manual_seed(0)
     block, targets = plan.blocks[0], plan.target_pos[0]
-    times = []
+    per_step = []
     with torch.no_grad():
-        for _ in range(repeats + 3):  # three warm-up iterations
+        for _ in range(rounds + 1):  # the first round is a warm-up
             synchronize(device)
             t0 = time.perf_counter()
-            if sampling.compile and device.type == "cuda":
-                torch.compiler.cudagraph_mark_step_begin()
-            logits = step_fn(tokens, labels, block)[:, : len(targets)].float()  # (B, 1, V)
-            tokens[:, targets] = sample_logits(logits, sampling, generator)
+            for _ in range(steps):
+                if graphed:
+                    torch.compiler.cudagraph_mark_step_begin()
+                logits = step_fn(tokens, labels, block)[:, : len(targets)].float()  # (B, 1, V)
+                tokens[:, targets] = sample_logits(logits, sampling, generator)
             synchronize(device)
-            times.append(time.perf_counter() - t0)
+            per_step.append((time.perf_counter() - t0) / steps)
     model.release_cache()
-    return statistics.median(times[3:])
+    return statistics.median(per_step[1:])
 
 
 def measure(model, schedule, batch, repeats, warmup, device, compile: bool = False) -> dict:
