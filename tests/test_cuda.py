@@ -12,6 +12,7 @@ import math
 import imageio.v3 as iio
 import pytest
 import torch
+from lightning.pytorch import Callback
 
 from generator_helpers import make_token_cache, tiny_config
 from navid.data.token_cache import TokenCache
@@ -77,15 +78,26 @@ def test_generator_trains_in_bf16_on_the_gpu(tmp_path):
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
 
 
+class EmaPlacement(Callback):
+    """Device types and dtypes of the EMA copy's parameters after each training batch (Lightning moves the
+    module back to the CPU when ``fit`` ends, so placement must be read during training)."""
+
+    def __init__(self) -> None:
+        self.seen: set = set()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seen |= {(p.device.type, p.dtype) for p in pl_module.ema.parameters()}
+
+
 def test_tokenizer_trains_in_bf16_on_the_gpu(tmp_path):
     cfg = small_tokenizer_config(tmp_path, "trainer.max_steps=3", "trainer.precision=bf16-mixed", *GPU)
     module = TokenizerModule(cfg)
-    build_trainer(cfg.trainer, tmp_path).fit(module, train_dataloaders=clip_loader(cfg, 6))
+    placement = EmaPlacement()
+    build_trainer(cfg.trainer, tmp_path, callbacks=[placement]).fit(module, train_dataloaders=clip_loader(cfg, 6))
     assert module.trainer.global_step == 3, module.trainer.global_step
     assert module.ema_updates.num_updates == 3, module.ema_updates.num_updates
-    ema = dict(module.ema.named_parameters())
-    assert {name for name, p in ema.items() if not (p.is_cuda and p.dtype == torch.float32)} == set()
-    assert {name for name, p in ema.items() if not torch.isfinite(p).all()} == set()
+    assert placement.seen == {("cuda", torch.float32)}  # updated on the GPU, kept in fp32 under bf16 autocast
+    assert {name for name, p in module.ema.named_parameters() if not torch.isfinite(p).all()} == set()
 
 
 def test_bf16_sampling_on_the_gpu_is_valid_and_repeatable():

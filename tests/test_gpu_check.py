@@ -30,9 +30,9 @@ def test_gpu_check_dry_run_runs_every_part(tmp_path):
     compiled = parts["decoding tiny, batch 1"]["result"]
     assert sorted(r["schedule"] for r in compiled) == ["nar", "par4", "raster"]
     assert all(r["compiled_videos_per_s"] > 0 and r["compile_s"] > 0 for r in compiled)
-    assert [r["compiled_videos_per_s"] for r in parts["decoding eager, batch 2"]["result"]] == [None] * 3
+    assert [r["compiled_videos_per_s"] for r in parts["decoding eager, batch 2"]["result"]] == [None] * 2
     rows = json.loads((tmp_path / "throughput.json").read_text())["rows"]
-    expected = [(batch, kind) for batch in (1, 2) for kind in ("nar", "par4", "raster")]
+    expected = [(1, "nar"), (1, "par4"), (1, "raster"), (2, "nar"), (2, "par4")]
     assert sorted((r["batch"], r["schedule"]) for r in rows) == expected
     assert parts["tokenizer encode"]["result"]["clips_per_s"] > 0 and parts["I3D"]["result"]["clips_per_s"] > 0
     assert (tmp_path / "gpu_check.md").read_text().startswith("# GPU acceptance check")
