@@ -38,6 +38,7 @@ def test_generated_and_real_clips_reach_the_features_as_uint8(setup):
     tokenizer = load_tokenizer(tokenizer)
     report = evaluate_generator(model, schedule, tokenizer, real, SamplingConfig(seed=0), 2, features, progress=False)
     assert report["num_generated"] == report["num_real"] == 4 and len(seen) == 4  # 2 real + 2 generated batches
+    assert report["sampling_seconds_rank0"] > 0 and report["compile_seconds_rank0"] == 0.0  # eager: nothing compiled
     for video in seen:  # on the 256 levels of uint8 frames: what frames_to_tensor gives (test_fvd_protocol)
         assert torch.equal(quantize_uint8(video), video)
 

@@ -189,7 +189,7 @@ def evaluate_generator(
     real_labels = np.asarray(real.labels)  # generated clip i takes real clip i's label
     labels = torch.as_tensor(real_labels, device=device)
 
-    gen_parts, seconds, steps = [], 0.0, schedule.num_steps
+    gen_parts, seconds, compile_seconds, steps = [], 0.0, 0.0, schedule.num_steps
     mine = rank_batches(num, batch_size)
     for rows in tqdm(mine, desc="generated clips", disable=not progress or rank != 0):
         generator = torch.Generator(device=device).manual_seed(batch_seed(sampling.seed, rows.start // batch_size))
@@ -197,6 +197,7 @@ def evaluate_generator(
         (batch,) = generate_batches(model, schedule, tokenizer, batch_labels, sampling, batch_size, generator)
         gen_parts.append(features(quantize_uint8(batch.video)))
         seconds += batch.seconds
+        compile_seconds += batch.compile_seconds
     gen_feats = _gather_batches(gen_parts)
 
     report = score_features(gen_feats, real_labels, real_feats, real_labels, list(real.class_names))
@@ -205,6 +206,7 @@ def evaluate_generator(
         "num_real": int(len(real_feats)),
         "forward_steps_per_batch": steps,
         "sampling_seconds_rank0": seconds,
+        "compile_seconds_rank0": compile_seconds,  # --compile: before sampling, not in its seconds
         "world_size": world,
     })
     return report
