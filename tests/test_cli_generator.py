@@ -55,6 +55,22 @@ def test_sample_writes_videos_grids_tokens_and_settings(trained, tmp_path):
     assert main([*args, "--overwrite"]) == 0
 
 
+@pytest.mark.slow
+def test_sample_with_compile_gives_the_eager_tokens_and_reports_compile_time(trained, tmp_path):
+    """``navid sample --compile`` as the README shows it (``--dtype`` left at fp32 on the CPU): greedy tokens equal to
+    an eager run's, compile time reported apart from sampling time. Greedy, because inductor's reordered float32
+    sums could flip a sampled token whose uniform draw lands within round-off of a CDF boundary."""
+    generator, tokenizer = trained
+    args = ["sample", "--generator", str(generator), "--tokenizer", str(tokenizer), "--classes", "0,2", "--per-class",
+            "2", "--temperature", "0", "--seed", "1", "--batch-size", "4"]
+    assert main([*args, "--out", str(tmp_path / "eager")]) == 0
+    assert main([*args, "--compile", "--out", str(tmp_path / "compiled")]) == 0
+    eager, compiled = (json.loads((tmp_path / name / "samples.json").read_text()) for name in ("eager", "compiled"))
+    assert eager["compile_seconds"] == 0.0 and compiled["compile_seconds"] > 0 and compiled["sampling"]["compile"]
+    tokens = [torch.load(tmp_path / name / "tokens.pt", weights_only=True)["tokens"] for name in ("eager", "compiled")]
+    assert torch.equal(tokens[0], tokens[1])
+
+
 def test_sample_rejects_bad_input(trained, tmp_path, capsys):
     generator, tokenizer = trained
     base = ["sample", "--generator", str(generator), "--tokenizer", str(tokenizer), "--out", str(tmp_path / "o")]
