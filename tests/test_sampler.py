@@ -167,3 +167,16 @@ def test_compiled_greedy_sampling_equals_eager(kind):
     steps = _step_logits(model, schedule, eager.tokens, labels, compile_step(model, labels.device, padded=False))
     order = torch.cat(schedule.step_targets)
     torch.testing.assert_close(steps, full[:, order], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_padded_layout_samples_the_eager_tokens():
+    """The layout CUDA uses (padded blocks, whole-cache attention under a mask, static shapes), compiled on the
+    CPU: inductor's graphs for its handful of shapes give the eager greedy tokens (the GPU test adds CUDA graphs)."""
+    torch._dynamo.reset()
+    schedule = build_schedule("nar", GRID)
+    model = random_model("nar")
+    labels = torch.tensor([2, 3])
+    eager = sample(model, schedule, labels, SamplingConfig(temperature=0, padding="exact"))
+    compiled = sample(model, schedule, labels, SamplingConfig(temperature=0, padding="padded", compile=True))
+    assert torch.equal(compiled.tokens, eager.tokens) and compiled.compile_seconds > 0
