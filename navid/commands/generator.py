@@ -229,18 +229,24 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from navid.generation.evaluation import evaluate_generator, i3d_features, rank_world
-    from navid.metrics.real_chunks import PROTOCOL, ChunkClips, draw_chunks
-    from navid.utils.atomic import write_json_atomic
-    from navid.utils.distributed import setup_distributed, teardown_distributed
+    from navid.utils.distributed import distributed_run
 
     if args.num < 2:
         raise ValueError(f"--num must be at least 2 (FVD needs a covariance), got {args.num}")
     if args.json and Path(args.json).exists() and not args.overwrite:
         raise FileExistsError(f"--json {args.json} exists; pass --overwrite to replace it")
-    args.device = str(setup_distributed(args.device).device)  # under torchrun: this rank's pinned device
+    with distributed_run(args.device) as ctx:
+        args.device = str(ctx.device)  # under torchrun: this rank's pinned device
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from navid.generation.evaluation import evaluate_generator, i3d_features, rank_world
+    from navid.metrics.real_chunks import PROTOCOL, ChunkClips, draw_chunks
+    from navid.utils.atomic import write_json_atomic
+
     model, schedule, meta, tokenizer, sampling, device = _load_models(args)
     (t, h, w), (ct, ch, cw) = schedule.grid, tokenizer.compression
     if h * ch != w * cw:
@@ -274,5 +280,4 @@ def run_evaluate(args: argparse.Namespace) -> int:
         nearest = report["per_class_fvd"]["own_class_nearest"]
         if nearest is not None:
             print(f"per-class FVD: {nearest:.0%} of generated classes are nearest their own real class")
-    teardown_distributed()
     return 0

@@ -109,15 +109,12 @@ def _clip_at(ds, i: int, start: int):
 
 def run_reconstruct(args: argparse.Namespace) -> int:
     """Under torchrun rank r reconstructs clips r, r + world, ...; the metrics are summed over ranks."""
-    from navid.utils.distributed import setup_distributed, teardown_distributed
+    from navid.utils.distributed import distributed_run
 
     if args.json and Path(args.json).exists() and not args.overwrite:
         raise FileExistsError(f"--json {args.json} exists; pass --overwrite to replace it")
-    ctx = setup_distributed(args.device)
-    try:
+    with distributed_run(args.device) as ctx:
         return _reconstruct(args, ctx)
-    finally:
-        teardown_distributed()
 
 
 def _reconstruct(args: argparse.Namespace, ctx) -> int:
@@ -239,12 +236,11 @@ def _shard_batches(shards, todo: list[int], batch_size: int) -> list[tuple[int, 
 def run_tokenize(args: argparse.Namespace) -> int:
     from navid.data.token_cache import TokenCacheShards
     from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
-    from navid.utils.distributed import setup_distributed, teardown_distributed
+    from navid.utils.distributed import distributed_run
 
     if args.clips_per_video < 1:
         raise ValueError(f"--clips-per-video must be >= 1, got {args.clips_per_video}")
-    ctx = setup_distributed(args.device)
-    try:
+    with distributed_run(args.device) as ctx:
         tokenizer = load_tokenizer(args.tokenizer, map_location=ctx.device)
         ds = _clips(args)
         items = _clip_starts(ds, args.clips_per_video)
@@ -282,8 +278,6 @@ def run_tokenize(args: argparse.Namespace) -> int:
         grid = tokenizer.grid_shape((args.num_frames, ds.resolution, ds.resolution))
         print(f"wrote {len(items) * (2 if args.hflip else 1)} token grids {tuple(grid)} to {out}")
         return 0
-    finally:
-        teardown_distributed()
 
 
 def _encode_shards(tokenizer, clips: _ClipsAt, shards, todo: list[int], args: argparse.Namespace, ctx) -> None:

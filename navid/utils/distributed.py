@@ -1,7 +1,7 @@
 """Process-group setup for CLI commands launched by ``torchrun`` (tokenize, evaluate, ...).
 
 Training goes through Lightning, which launches and joins its own process group. Commands that
-are not Lightning runs call :func:`setup_distributed` first: under ``torchrun`` (``WORLD_SIZE`` > 1)
+are not Lightning runs wrap their work in :func:`distributed_run`: under ``torchrun`` (``WORLD_SIZE`` > 1)
 each rank pins its device from ``LOCAL_RANK`` *before* joining the group, so NCCL collectives of
 rank r run on ``cuda:r`` instead of every rank landing on ``cuda:0``. Without ``torchrun`` it
 returns a one-process context and joins nothing.
@@ -9,8 +9,10 @@ returns a one-process context and joins nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -82,3 +84,22 @@ def teardown_distributed() -> None:
     """Leave the process group joined by :func:`setup_distributed` (a no-op without one)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def distributed_run(device: str = "auto") -> Iterator[DistributedContext]:
+    """:func:`setup_distributed`, then leave the group: after a barrier when the work succeeded, at once after an error.
+
+    Ranks finish at different times (rank 0 writes the reports), and a process group is meant to be
+    destroyed by all its ranks together (NCCL's communicators must be aborted collectively; with gloo, a
+    rank that left early, while rank 0 was still writing, was seen to abort at exit). After an error the
+    other ranks may never reach the barrier, so the group is left at once.
+    """
+    ctx = setup_distributed(device)
+    try:
+        yield ctx
+    except BaseException:
+        teardown_distributed()
+        raise
+    ctx.barrier()
+    teardown_distributed()
