@@ -133,6 +133,15 @@ def compile_step(model: Transformer, device: torch.device, padded: bool):
     return step
 
 
+def forward_block(step_fn, tokens: torch.Tensor, rows: torch.Tensor, block: DecodeBlock, count: int,
+                  graphed: bool) -> torch.Tensor:
+    """One forward of the cached step on ``block`` -> logits (B', count, V) in fp32 of the targets it completes
+    (padded targets dropped). ``graphed``: a CUDA-graph step, whose previous outputs must be consumed by now."""
+    if graphed:
+        torch.compiler.cudagraph_mark_step_begin()
+    return step_fn(tokens, rows, block)[:, :count].float()
+
+
 def _warm_up(step_fn, plan: DecodePlan, tokens: torch.Tensor, rows: torch.Tensor, device: torch.device) -> float:
     """Run every distinct step shape once (compiling it; on CUDA also recording its graph); return the seconds.
 
@@ -193,9 +202,7 @@ def sample(
         if profile:
             synchronize(device)
             f0 = time.perf_counter()
-        if graphed:
-            torch.compiler.cudagraph_mark_step_begin()
-        logits = step_fn(tokens, rows, plan.blocks[b])[:, : counts[b]].float()  # (B', Nb, V), padding dropped
+        logits = forward_block(step_fn, tokens, rows, plan.blocks[b], counts[b], graphed)  # (B', Nb, V)
         if profile:
             synchronize(device)
             forward_s += time.perf_counter() - f0

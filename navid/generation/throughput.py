@@ -20,7 +20,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from navid.generation.sampler import SamplingConfig, compile_step, sample, sample_logits, synchronize
+from navid.generation.sampler import (SamplingConfig, compile_step, forward_block, sample, sample_logits,
+                                      synchronize)
 from navid.generation.schedule import Schedule, build_schedule
 from navid.generation.transformer import Transformer, TransformerConfig, count_parameters
 
@@ -79,9 +80,7 @@ def step_floor_seconds(model: Transformer, schedule: Schedule, labels: torch.Ten
             synchronize(device)
             t0 = time.perf_counter()
             for _ in range(steps):
-                if graphed:
-                    torch.compiler.cudagraph_mark_step_begin()
-                logits = step_fn(tokens, labels, block)[:, : len(targets)].float()  # (B, 1, V)
+                logits = forward_block(step_fn, tokens, labels, block, len(targets), graphed)  # (B, 1, V)
                 tokens[:, targets] = sample_logits(logits, sampling, generator)
             synchronize(device)
             per_step.append((time.perf_counter() - t0) / steps)
