@@ -1,4 +1,5 @@
-"""``navid evaluate`` sharded over 2 ranks (torchrun, gloo) scores like 1 process; what reaches I3D is uint8."""
+"""``navid evaluate`` sharded over 2 ranks (torchrun, gloo) scores like 1 process; what reaches I3D is uint8;
+the generated batches share one KV cache."""
 
 from __future__ import annotations
 
@@ -29,16 +30,19 @@ def test_generated_and_real_clips_reach_the_features_as_uint8(setup):
     data, generator, tokenizer = setup
     model, schedule, _ = load_generator(generator)
     real = ChunkClips(draw_chunks(data, 4, seed=42, num_frames=16), resolution=64)
-    seen = []
+    seen, caches = [], []
 
     def features(video):  # (B, C, T, H, W) -> (B, 3) per-channel means: enough for FVD's arithmetic
         seen.append(video)
+        if model.decode_tables is not None:  # a generated batch: the batches share one kept KV cache
+            caches.append(model.layers[0].attn.cache.k.data_ptr())
         return video.mean(dim=(2, 3, 4)).double().numpy()
 
     tokenizer = load_tokenizer(tokenizer)
     report = evaluate_generator(model, schedule, tokenizer, real, SamplingConfig(seed=0), 2, features, progress=False)
     assert report["num_generated"] == report["num_real"] == 4 and len(seen) == 4  # 2 real + 2 generated batches
     assert report["sampling_seconds_rank0"] > 0 and report["compile_seconds_rank0"] == 0.0  # eager: nothing compiled
+    assert len(caches) == 2 and caches[0] == caches[1] and model.decode_tables is None  # freed after the last batch
     for video in seen:  # on the 256 levels of uint8 frames: what frames_to_tensor gives (test_fvd_protocol)
         assert torch.equal(quantize_uint8(video), video)
 

@@ -56,6 +56,28 @@ def test_padded_layout_samples_the_same_tokens():
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_kept_cache_is_reused_in_place_and_samples_what_a_fresh_one_does(kind):
+    """A loop over batches keeps one KV cache and one set of tables at fixed addresses (what lets CUDA graphs replay),
+    whatever the previous batch left in them; a new batch size or layout gets buffers of its own shape."""
+    schedule = build_schedule(kind, GRID)
+    model = random_model(kind)
+    runs = [([4, 0, 1], 1, "exact"), ([1, 2, 3], 2, "exact"), ([3, 3, 0], 3, "padded"), ([2, 4], 4, "exact")]
+    fresh = [sample(model, schedule, torch.tensor(labels), SamplingConfig(seed=seed, padding=layout)).tokens
+             for labels, seed, layout in runs]
+    assert model.decode_tables is None and model.layers[0].attn.cache is None
+    addresses = []
+    for (labels, seed, layout), expected in zip(runs, fresh):
+        kept = sample(model, schedule, torch.tensor(labels), SamplingConfig(seed=seed, padding=layout), keep_cache=True)
+        assert torch.equal(kept.tokens, expected)
+        cache = model.layers[-1].attn.cache
+        assert cache.k.shape[0] == len(labels) and model.decode_tables.masked == (layout == "padded")
+        addresses.append((cache.k.data_ptr(), model.decode_tables.cos.data_ptr()))
+    assert addresses[1] == addresses[0] and addresses[3] != addresses[2]
+    model.release_cache()
+    assert model.decode_tables is None and all(layer.attn.cache is None for layer in model.layers)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_same_seed_same_tokens(kind):
     schedule = build_schedule(kind, GRID)
     model = random_model(kind)

@@ -8,8 +8,9 @@ step is reused by every block of the same shape.
 Two layouts of the same schedule:
 
 - exact (``padded=False``): each step has the block's own sizes and attends to exactly the slots
-  before its end. No arithmetic is wasted, which matters where the device is arithmetic-bound (a
-  CPU); a compiler sees one shape per block and should treat the sizes as dynamic.
+  before its end, so its attention needs no mask (the key bias is all zero and only its length
+  counts). No arithmetic is wasted, which matters where the device is arithmetic-bound (a CPU); a
+  compiler sees one shape per block and should treat the sizes as dynamic.
 - padded (``padded=True``): queries and targets are padded to the next power of two of the larger
   of the two and every step attends to the whole cache under a mask, so a schedule has a handful of
   step shapes (NAR at 4x16x16: 6; PAR-4x: 2; raster: 1) — what CUDA graphs need, at the price of
@@ -34,7 +35,7 @@ class DecodeBlock(NamedTuple):
     """One forward step's index tensors; P queries, Lk keys, K heads, Q targets (P, Lk, Q fix the step's shape)."""
 
     slots: torch.Tensor  # (P,) int64: cache slot of each query (the block's slots, then padding)
-    key_bias: torch.Tensor  # (Lk,) model dtype: 0 for key slots < the block's end, -inf after
+    key_bias: torch.Tensor  # (Lk,) model dtype: 0 for key slots < the block's end, -inf after (exact layout: all 0)
     head_slot: torch.Tensor  # (K, Q) int64: query whose head-k output predicts target q
     head_weight: torch.Tensor  # (K, Q) float32: 1 / number of predicting heads (0 for padding)
 

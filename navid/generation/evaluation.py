@@ -50,19 +50,26 @@ def generate_batches(
     batch_size: int,
     generator: Optional[torch.Generator] = None,
     progress: bool = False,
+    keep_cache: bool = False,
 ) -> Iterator[GeneratedBatch]:
     """Sample and decode ``labels`` (N,) in batches of ``batch_size``, in order.
 
     One ``torch.Generator`` (seeded with ``sampling.seed`` unless given) runs through all
-    batches, so the same seed and batch size give the same clips.
+    batches, so the same seed and batch size give the same clips. The batches share one KV cache
+    (see :func:`~navid.generation.sampler.sample`), freed after the last one unless ``keep_cache``
+    (the caller runs more batches and frees it with ``model.release_cache()``).
     """
     if generator is None:
         generator = torch.Generator(device=labels.device).manual_seed(sampling.seed)
-    for start in range(0, labels.shape[0], batch_size):
-        batch = labels[start : start + batch_size]
-        result = sample(model, schedule, batch, sampling, generator=generator, progress=progress)
-        video = tokenizer.decode(result.tokens)  # (B, C, T, H, W)
-        yield GeneratedBatch(batch, result.tokens, video, result.steps, result.seconds, result.compile_seconds)
+    try:
+        for start in range(0, labels.shape[0], batch_size):
+            batch = labels[start : start + batch_size]
+            result = sample(model, schedule, batch, sampling, generator=generator, progress=progress, keep_cache=True)
+            video = tokenizer.decode(result.tokens)  # (B, C, T, H, W)
+            yield GeneratedBatch(batch, result.tokens, video, result.steps, result.seconds, result.compile_seconds)
+    finally:
+        if not keep_cache:
+            model.release_cache()
 
 
 def resolve_classes(spec: Optional[str], all_classes: bool, class_names: Sequence[str]) -> list[int]:
@@ -191,13 +198,17 @@ def evaluate_generator(
 
     gen_parts, seconds, compile_seconds, steps = [], 0.0, 0.0, schedule.num_steps
     mine = rank_batches(num, batch_size)
-    for rows in tqdm(mine, desc="generated clips", disable=not progress or rank != 0):
-        generator = torch.Generator(device=device).manual_seed(batch_seed(sampling.seed, rows.start // batch_size))
-        batch_labels = labels[rows.start : rows.stop]  # (B,)
-        (batch,) = generate_batches(model, schedule, tokenizer, batch_labels, sampling, batch_size, generator)
-        gen_parts.append(features(quantize_uint8(batch.video)))
-        seconds += batch.seconds
-        compile_seconds += batch.compile_seconds
+    try:
+        for rows in tqdm(mine, desc="generated clips", disable=not progress or rank != 0):
+            generator = torch.Generator(device=device).manual_seed(batch_seed(sampling.seed, rows.start // batch_size))
+            batch_labels = labels[rows.start : rows.stop]  # (B,)
+            (batch,) = generate_batches(model, schedule, tokenizer, batch_labels, sampling, batch_size, generator,
+                                        keep_cache=True)
+            gen_parts.append(features(quantize_uint8(batch.video)))
+            seconds += batch.seconds
+            compile_seconds += batch.compile_seconds
+    finally:
+        model.release_cache()
     gen_feats = _gather_batches(gen_parts)
 
     report = score_features(gen_feats, real_labels, real_feats, real_labels, list(real.class_names))

@@ -172,11 +172,15 @@ def sample(
     generator: Optional[torch.Generator] = None,
     progress: bool = False,
     profile: bool = False,
+    keep_cache: bool = False,
 ) -> SampleResult:
     """Generate token grids (B, T, H, W) for ``labels`` (B,) with ``schedule``.
 
     ``generator`` defaults to one seeded with ``sampling.seed`` on the labels' device.
     ``profile=True`` synchronises around each model call to measure ``forward_seconds``.
+    ``keep_cache=True`` leaves the KV cache and tables on the model for the next call, which reuses
+    them in place (a loop over batches: CUDA graphs replay instead of recording again for every
+    batch); the caller frees them with ``model.release_cache()``.
     The model runs in its own dtype (weights and KV cache); guidance, filtering and sampling run in fp32.
     """
     device = labels.device
@@ -214,5 +218,6 @@ def sample(
         tokens[:, plan.target_pos[b]] = new.repeat(2, 1) if guided else new
     synchronize(device)
     seconds = time.perf_counter() - t0
-    model.release_cache()
+    if not keep_cache:
+        model.release_cache()
     return SampleResult(tokens[:B].view(B, *schedule.grid), S, seconds, forward_s, compile_s)
