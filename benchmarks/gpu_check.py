@@ -8,12 +8,15 @@ Parts, most important first (a run cut short still leaves the earlier parts' res
 2. decoding throughput of the S trunk at batch 1, NAR / PAR-4x / raster at 4x16x16 with bf16 weights
    and KV cache, eager and compiled (``torch.compile`` ``reduce-overhead`` = CUDA graphs), each row
    against its limit (:func:`navid.generation.throughput.benchmark_rows`, as benchmarks/throughput.py);
-3. generator training through the real Lightning loop in ``bf16-mixed``, S and L trunks, NAR on
+3. compiled NAR sampling over consecutive batches, as ``navid evaluate`` runs them: the warm-up
+   (compiling / graph recording) of each call with the KV cache kept between batches and with a fresh
+   cache per batch;
+4. generator training through the real Lightning loop in ``bf16-mixed``, S and L trunks, NAR on
    4x16x16 grids of 8,192 codes: steps/s, trained positions/s and model FLOP utilisation (MFU);
-4. tokenizer encode clips/s with ``configs/tokenizer/ucf101.yaml`` (16x128x128 clips, bf16 autocast);
-5. I3D clips/s at batch 32 (16x224x224 clips, fp32 as the FVD protocol runs it);
-6. the L trunk's decoding at batch 1, eager and compiled;
-7. eager NAR and PAR-4x decoding of both trunks at batches 8 and 32.
+5. tokenizer encode clips/s with ``configs/tokenizer/ucf101.yaml`` (16x128x128 clips, bf16 autocast);
+6. I3D clips/s at batch 32 (16x224x224 clips, fp32 as the FVD protocol runs it);
+7. the L trunk's decoding at batch 1, eager and compiled;
+8. eager NAR and PAR-4x decoding of both trunks at batches 8 and 32.
 
 Writes ``gpu_check.json`` and ``gpu_check.md`` (with the GPU's name) to ``--out`` (default
 ``benchmarks/results/gpu``) after every part, and the decoding rows as ``throughput.json`` /
@@ -43,7 +46,10 @@ from typing import Callable, Optional
 import torch
 
 from navid.config import load_config
+from navid.generation.sampler import SamplingConfig, sample
+from navid.generation.schedule import build_schedule
 from navid.generation.throughput import SCHEDULES, benchmark_rows, matmul_peak_gflops, speedup_ratios
+from navid.generation.transformer import Transformer, TransformerConfig
 from navid.metrics.i3d import InceptionI3d
 from navid.tokenizer import TokenizerTrainConfig, VideoTokenizer
 from navid.utils.atomic import write_json_atomic, write_text_atomic
@@ -77,6 +83,7 @@ class Plan:
     eager_schedules: tuple  # at ``eager_batches`` (raster's 1,024 eager steps per video would not fit either)
     sample_repeats: int
     sample_dtype: str
+    batch_loop_calls: int  # consecutive compiled sample() calls per cache mode
     tokenizer_config: str
     tokenizer_batch: int
     i3d_batch: int
@@ -88,7 +95,7 @@ GPU_PLAN = Plan(
     device="cuda", trunks=("S", "L"), decode_trunks=("S", "L"), grid=(4, 16, 16), vocab_size=8192, train_batch=32,
     train_steps=10, train_warmup=3, compiled_batches=(1,), eager_batches=(8, 32),
     eager_schedules=("nar", "par4"), sample_repeats=2,
-    sample_dtype="bfloat16", tokenizer_config="ucf101.yaml",
+    sample_dtype="bfloat16", batch_loop_calls=4, tokenizer_config="ucf101.yaml",
     tokenizer_batch=8, i3d_batch=32, timing_warmup=1, timing_repeats=3,
 )
 # CPUs without bf16 matrix units run bf16 matmuls through slow fallbacks, so the dry run samples in fp32.
@@ -96,7 +103,7 @@ DRY_PLAN = Plan(
     device="cpu", trunks=("tiny",), decode_trunks=("tiny",), grid=(2, 4, 4), vocab_size=64, train_batch=2,
     train_steps=2, train_warmup=1, compiled_batches=(1,), eager_batches=(2,),
     eager_schedules=("nar", "par4"), sample_repeats=1,
-    sample_dtype="float32", tokenizer_config="tiny.yaml",
+    sample_dtype="float32", batch_loop_calls=2, tokenizer_config="tiny.yaml",
     tokenizer_batch=1, i3d_batch=1, timing_warmup=0, timing_repeats=1,
 )
 
@@ -178,6 +185,34 @@ def _decoding_summary(row: dict) -> dict:
             "compiled_videos_per_s": round(compiled["videos_per_s"], 3) if compiled else None,
             "compile_s": round(compiled["compile_seconds"], 1) if compiled else None,
             "compiled_efficiency": round(compiled["efficiency"], 3) if compiled else None}
+
+
+def compiled_batch_loop(plan: Plan) -> list[dict]:
+    """Compiled NAR sampling of ``plan.batch_loop_calls`` consecutive batches of the first decoding trunk at the
+    first compiled batch size, compiled afresh for each cache mode: with the KV cache kept between calls (fixed
+    addresses: CUDA graphs should be recorded by the first call only and replayed after) and with a fresh cache
+    per call (new addresses: every call records its graphs again). Warm-up = compiling / recording, outside the
+    sampling time."""
+    device, trunk = torch.device(plan.device), plan.decode_trunks[0]
+    torch.manual_seed(0)
+    cfg = TransformerConfig.from_size(trunk, vocab_size=plan.vocab_size, num_classes=101)
+    model = Transformer(cfg, "nar").to(device=device, dtype=getattr(torch, plan.sample_dtype)).eval()
+    schedule = build_schedule("nar", plan.grid)
+    labels = torch.arange(plan.compiled_batches[0], device=device)
+    rows = []
+    for keep in (True, False):
+        torch._dynamo.reset()
+        runs = [sample(model, schedule, labels, SamplingConfig(seed=0, compile=True), keep_cache=keep)
+                for _ in range(plan.batch_loop_calls)]
+        model.release_cache()
+        later = [r.compile_seconds for r in runs[1:]]
+        rows.append({"cache": "kept" if keep else "fresh per call", "trunk": trunk, "batch": len(labels),
+                     "calls": len(runs), "first_warmup_s": round(runs[0].compile_seconds, 3),
+                     "later_warmup_s_median": round(statistics.median(later), 4),
+                     "sampling_s_median": round(statistics.median(r.seconds for r in runs), 4),
+                     "warmup_s": [round(r.compile_seconds, 4) for r in runs]})
+        print(f"batch loop, cache {rows[-1]['cache']}: warm-up per call {rows[-1]['warmup_s']} s", flush=True)
+    return rows
 
 
 def timed(device: torch.device, fn: Callable[[], object], warmup: int, repeats: int) -> float:
@@ -281,6 +316,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parts_to_run = {
         "cuda tests": lambda: run_cuda_tests(plan),
         f"decoding {first}, batch {batch_text}": lambda: decoding.part((first,), plan.compiled_batches, True),
+        "compiled sampling over batches": lambda: compiled_batch_loop(plan),
         "generator training (bf16-mixed, NAR)": lambda: generator_training(plan, peak),
         "tokenizer encode": lambda: tokenizer_encode(plan),
         "I3D": lambda: i3d_speed(plan),

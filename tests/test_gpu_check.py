@@ -34,5 +34,8 @@ def test_gpu_check_dry_run_runs_every_part(tmp_path):
     rows = json.loads((tmp_path / "throughput.json").read_text())["rows"]
     expected = [(1, "nar"), (1, "par4"), (1, "raster"), (2, "nar"), (2, "par4")]
     assert sorted((r["batch"], r["schedule"]) for r in rows) == expected
+    kept, fresh = parts["compiled sampling over batches"]["result"]
+    assert (kept["cache"], fresh["cache"]) == ("kept", "fresh per call") and kept["calls"] == fresh["calls"] == 2
+    assert kept["first_warmup_s"] > 0 and kept["sampling_s_median"] > 0
     assert parts["tokenizer encode"]["result"]["clips_per_s"] > 0 and parts["I3D"]["result"]["clips_per_s"] > 0
     assert (tmp_path / "gpu_check.md").read_text().startswith("# GPU acceptance check")
