@@ -199,7 +199,7 @@ class Attention(nn.Module):
     def decode(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slots: torch.Tensor,
                key_bias: torch.Tensor, masked: bool) -> torch.Tensor:
         """Cached pass: x (B, P, D) fed at ``slots`` (P,); attends to the first Lk cached keys, plus ``key_bias``
-        (Lk,) where ``masked`` (without a mask the attention kernel skips the bias reads: ~5-25% faster on a CPU)."""
+        (Lk,) where ``masked`` (unmasked, the CPU attention kernel skips reading and adding the bias)."""
         q, k, v = self._qkv(x, cos, sin)  # (B, h, P, hd) each
         k, v = self.cache.update(slots, k, v, key_bias.shape[0])  # (B, h, Lk, hd) each
         mask = key_bias[None, :] if masked else None  # (1, Lk)
