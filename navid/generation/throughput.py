@@ -57,14 +57,15 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, repeats: int = 
 
 
 def step_floor_seconds(model: Transformer, schedule: Schedule, labels: torch.Tensor, sampling: SamplingConfig,
-                       steps: int = 30, rounds: int = 3) -> float:
+                       steps: int = 30, rounds: int = 5) -> float:
     """Seconds per sampler iteration on a 1-token block (the class block: 1 query, 1 key, 1 target).
 
     The same step, sampling and scatter as every decoding step, with the least work a step can
     have: what a step costs however small the block (launches, Python, framework overhead). Like
     the sampling loop, ``steps`` iterations run back to back with the device synchronised only
-    at both ends (on a GPU the host queues step i+1 while step i runs); the median of ``rounds``
-    such runs, after one untimed run.
+    at both ends (on a GPU the host queues step i+1 while step i runs). The fastest of ``rounds``
+    such runs, after one untimed run: the floor is a bound, like the matmul peak (the fastest of its
+    repeats), so a round slowed by other work on the machine must not raise it.
     """
     device = labels.device
     padded = sampling.padded_blocks(device)
@@ -85,7 +86,7 @@ def step_floor_seconds(model: Transformer, schedule: Schedule, labels: torch.Ten
             synchronize(device)
             per_step.append((time.perf_counter() - t0) / steps)
     model.release_cache()
-    return statistics.median(per_step[1:])
+    return min(per_step[1:])
 
 
 def measure(model, schedule, batch, repeats, warmup, device, compile: bool = False) -> dict:
