@@ -202,3 +202,20 @@ def test_compiled_padded_layout_samples_the_eager_tokens():
     eager = sample(model, schedule, labels, SamplingConfig(temperature=0, padding="exact"))
     compiled = sample(model, schedule, labels, SamplingConfig(temperature=0, padding="padded", compile=True))
     assert torch.equal(compiled.tokens, eager.tokens) and compiled.compile_seconds > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("padding", ["exact", "padded"])
+def test_compiled_batches_on_a_kept_cache_sample_the_eager_tokens(padding):
+    """What ``navid evaluate --compile`` does: compiled batches of 2, 2 and 1 on one kept cache (refilled in place,
+    then re-allocated for the smaller last batch) give each batch's eager greedy tokens."""
+    torch._dynamo.reset()
+    schedule = build_schedule("nar", GRID)
+    model = random_model("nar")
+    batches = [torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4])]
+    eager = [sample(model, schedule, labels, SamplingConfig(temperature=0, padding=padding)).tokens
+             for labels in batches]
+    settings = SamplingConfig(temperature=0, padding=padding, compile=True)
+    compiled = [sample(model, schedule, labels, settings, keep_cache=True).tokens for labels in batches]
+    model.release_cache()
+    assert all(torch.equal(c, e) for c, e in zip(compiled, eager))
