@@ -80,12 +80,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     weights = step_weights(args.trunk)
-    megabytes = sum(w.numel() for w in weights) * 4 / 1e6
+    params = sum(w.numel() for w in weights)
+    megabytes = params * 4 / 1e6
     peak = matmul_peak_gflops(torch.device("cpu"), torch.float32)
     rows = [measure(weights, m, args.repeats) for m in args.rows]
     read_ms = rows[0]["streamed_ms"] if args.rows[0] == 1 else None  # a 1-row pass is all reading
     for row in rows:
-        gflop = 2 * row["rows"] * sum(w.numel() for w in weights) / 1e9
+        gflop = 2 * row["rows"] * params / 1e9
         row["gflop"] = gflop
         row["streamed_gflops"] = gflop / row["streamed_ms"] * 1e3
         row["cached_gflops"] = gflop / row["cached_ms"] * 1e3
@@ -97,7 +98,7 @@ def main() -> None:
               "peak_gflops": peak, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "weight_streaming.json", result)
-    keys = [k for k in rows[0]]
+    keys = list(rows[0])
     table = markdown_table(keys, [[round(r.get(k), 2) if r.get(k) is not None else None for k in keys] for r in rows])
     text = [f"# Weight streaming vs arithmetic: {args.trunk} trunk, one NAR step's linear layers "
             f"({megabytes:.0f} MB fp32)", "",
