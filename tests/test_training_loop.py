@@ -108,3 +108,35 @@ def test_schedule_to_moves_every_tensor_and_keeps_the_original():
                 assert t.device.type == "meta", f.name
     assert (schedule.attention_mask.device.type == "cpu" and moved.kind == "par4"
             and moved.num_steps == schedule.num_steps)
+
+
+class StepsAndDiscriminatorUpdates(L.Callback):
+    """Records, per batch, the global step it started at and whether it changed the discriminator."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, bool]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._step = trainer.global_step
+        self._disc = [p.detach().clone() for p in pl_module.discriminator.parameters()]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        changed = any(not torch.equal(a, b) for a, b in zip(self._disc, pl_module.discriminator.parameters()))
+        self.batches.append((self._step, changed))
+
+
+def test_gan_tokenizer_counts_one_step_per_batch(tmp_path):
+    # Manual optimization would count the generator's and the discriminator's update as two steps:
+    # the run would stop after 4 of its 6 batches, with both learning-rate schedules cut short.
+    cfg = small_tokenizer_config(tmp_path, "trainer.max_steps=6", "loss.gan_weight=0.1", "loss.gan_start_step=3",
+                                 "loss.disc_warmup_steps=1", "loss.disc_channels=8", "loss.disc_layers=1")
+    module = TokenizerModule(cfg)
+    recorder = StepsAndDiscriminatorUpdates()
+    trainer_cfg = dataclasses.replace(cfg.trainer, gradient_clip_val=0.0)  # as train_tokenizer: the module clips
+    trainer = build_trainer(trainer_cfg, tmp_path, callbacks=[recorder])
+    trainer.fit(module, train_dataloaders=clip_loader(cfg, 20))
+
+    assert trainer.global_step == 6
+    # the discriminator trains from gan_start_step - disc_warmup_steps = 2, counted in batches
+    assert recorder.batches == [(0, False), (1, False), (2, True), (3, True), (4, True), (5, True)]
+    assert [s.last_epoch for s in module.lr_schedulers()] == [6, 6]

@@ -14,6 +14,12 @@ fix only the generator pass and cost a discriminator forward/backward per step; 
 discriminator out of the wrapper needs a private DDP API and a hand-written all-reduce. The price
 paid instead: one walk of the autograd graph per backward pass, and in the discriminator pass an
 all-reduce of the tokenizer's zero gradient buckets, launched early in that pass.
+
+A step is a batch in both modes: ``trainer.max_steps``, the learning-rate schedules, the GAN's start
+steps and the checkpoint interval all count batches. Lightning's manual optimization advances
+``global_step`` once per optimizer step, so the discriminator's update is kept out of that count
+(:func:`uncounted_step`); otherwise a GAN run would stop after about half its batches, with its
+learning-rate schedules half way through.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import copy
 from pathlib import Path
 import lightning as L
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer, do_nothing_closure
 
 from navid import __version__
 from navid.config import to_dict
@@ -120,7 +127,7 @@ class TokenizerModule(L.LightningModule):
             grads = [p.grad.norm() for p in self.discriminator.parameters() if p.grad is not None]
             self.log("train/d_grad_norm", torch.stack(grads).norm())
             self.clip_gradients(opt_d, gradient_clip_val=self.cfg.trainer.gradient_clip_val or None)
-            opt_d.step()
+            uncounted_step(opt_d)
             self.log("train/d_loss", d_loss)
         sched_d.step()
         self.log("train/loss", loss)
@@ -165,6 +172,21 @@ class TokenizerModule(L.LightningModule):
         checkpoint["navid_version"] = __version__
         checkpoint["config"] = to_dict(self.cfg)
         checkpoint["navid_tokenizer"] = tokenizer_payload(self.ema)
+
+
+def uncounted_step(optimizer: LightningOptimizer) -> None:
+    """``optimizer.step()`` (through the strategy and precision plugin, as usual) without advancing
+    ``trainer.global_step``.
+
+    Manual optimization counts a step in the progress hooks that the loop attaches to every
+    LightningOptimizer before each batch; they are swapped out for this one call only.
+    """
+    before, after = optimizer._on_before_step, optimizer._on_after_step
+    optimizer._on_before_step = optimizer._on_after_step = do_nothing_closure
+    try:
+        optimizer.step()
+    finally:
+        optimizer._on_before_step, optimizer._on_after_step = before, after
 
 
 _DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
