@@ -12,6 +12,7 @@ import torch
 from navid.data.video_io import (
     VideoInfo,
     VideoReadError,
+    decord_seeks_exactly,
     find_videos,
     frames_to_tensor,
     probe_video,
@@ -29,15 +30,64 @@ def smooth_frames(t=12, h=48, w=64) -> np.ndarray:
     return (127 + 120 * np.sin(5 * (x + 0.7 * y + tt) + np.arange(3))).astype(np.uint8)
 
 
-def write_mpeg4_avi(path, frames):
-    """An MPEG-4 Part 2 AVI like UCF-101's Xvid files (written directly with PyAV)."""
+def write_encoded(path, frames, codec="mpeg4", tag=None, b_frames=0, gop=12):
+    """Frames encoded with ``codec`` (PyAV directly), a keyframe every ``gop`` frames, up to ``b_frames``
+    B-frames in a row; ``tag`` sets the FourCC (UCF-101's AVIs are MPEG-4 Part 2 tagged XVID)."""
     with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=Fraction(25))
+        s = c.add_stream(codec, rate=Fraction(25))
         s.pix_fmt = "yuv420p"
         s.height, s.width = frames.shape[1:3]
+        s.codec_context.max_b_frames = b_frames
+        s.codec_context.gop_size = gop
+        if tag:
+            s.codec_context.codec_tag = tag
         for f in frames:
             c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
         c.mux(s.encode())
+
+
+def write_mpeg4_avi(path, frames):
+    """An MPEG-4 Part 2 AVI like UCF-101's Xvid files, without B-frames."""
+    write_encoded(path, frames, tag="XVID")
+
+
+# name: (suffix, codec, FourCC, B-frames)
+ENCODINGS = {
+    "xvid-b-frames": (".avi", "mpeg4", "XVID", 2),
+    "xvid": (".avi", "mpeg4", "XVID", 0),
+    "h264-avi": (".avi", "libx264", None, 2),
+    "h264-mp4": (".mp4", "libx264", None, 2),
+    "mpeg4-b-frames-mp4": (".mp4", "mpeg4", None, 2),
+    "mpeg4-b-frames-mkv": (".mkv", "mpeg4", None, 2),
+}
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_decord_returns_the_frames_its_indices_name_past_every_keyframe(tmp_path, name):
+    # decord's own seek lands up to a GOP away in Xvid AVIs with B-frames, H.264 AVIs and MPEG-4 Part 2
+    # with B-frames (a clip at frame 12 came back as frames 2..9); such files are decoded in order.
+    suffix, codec, tag, b_frames = ENCODINGS[name]
+    frames = smooth_frames(t=48)
+    path = tmp_path / f"clip{suffix}"
+    write_encoded(path, frames, codec, tag, b_frames, gop=12)
+    reference = read_video(path, backend="pyav")
+    assert reference.shape == frames.shape
+    for start in (0, 5, 11, 12, 13, 23, 24, 24 - b_frames, 24 + b_frames):
+        idx = list(range(start, start + 16))
+        np.testing.assert_array_equal(read_video(path, idx, backend="decord"), reference[idx], err_msg=f"{idx}")
+    idx = [47, 0, 12, 13, 13, 26, 3, 25, 39]
+    np.testing.assert_array_equal(read_video(path, idx, backend="decord"), reference[idx])
+    np.testing.assert_array_equal(read_video(path, backend="decord"), reference)
+
+
+def test_files_whose_index_decord_keeps_right_keep_random_access(tmp_path):
+    frames = smooth_frames(t=40)
+    for name in ("xvid", "h264-mp4"):
+        suffix, codec, tag, b_frames = ENCODINGS[name]
+        write_encoded(tmp_path / f"{name}{suffix}", frames, codec, tag, b_frames)
+        assert decord_seeks_exactly(tmp_path / f"{name}{suffix}"), name
+    write_encoded(tmp_path / "b.avi", frames, "mpeg4", "XVID", b_frames=2)
+    assert not decord_seeks_exactly(tmp_path / "b.avi")
 
 
 @pytest.mark.parametrize("suffix", [".avi", ".mp4", "mpeg4.avi"])

@@ -2,14 +2,23 @@
 
 Decoding uses decord (fast random access by frame index) and falls back to PyAV when
 decord is not installed or cannot open a file; GIFs go through PyAV. Both decoders are
-kept interchangeable: for MJPEG and MPEG-4 AVIs (UCF-101 ships MPEG-4/Xvid) and H.264 MP4s
-they return the same bytes (``tests/test_video_io.py`` checks it), so which one ran never
-changes a result.
+kept interchangeable: they return the same bytes for the same indices (``tests/test_video_io.py``
+checks MJPEG, MPEG-4 Part 2 with and without B-frames, H.264 in AVI, MP4 and MKV, VP9), so which
+one ran never changes a result.
+
+decord's random access seeks by its own frame index, which is wrong for some files: in AVIs whose
+decoder reorders or delays frames (Xvid with B-frames, the common encoding of UCF-101-era AVIs;
+H.264) it has no timestamps, and for MPEG-4 Part 2 with B-frames it puts the keyframes at their
+decode-order positions. A seek past the first keyframe then returns frames from up to a GOP earlier
+or later, silently. :func:`decord_seeks_exactly` checks each file once (decord's timestamps and
+keyframe indices against the container's packets, no decoding) and the other files are decoded in
+order from frame 0, which is always exact.
 Writing picks the container and codec from the suffix and is atomic.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -78,6 +87,67 @@ def _probe_decord(path: Path) -> VideoInfo:
     return VideoInfo(num_frames=len(vr), fps=float(vr.get_avg_fps()), height=int(height), width=int(width))
 
 
+def _keyframes_in_display_order(path: Path) -> Optional[tuple[int, list[int]]]:
+    """(packet count, display-order indices of the keyframes) from the container's packets, without
+    decoding; None when a packet has no presentation timestamp (the order cannot be known this way)."""
+    container = _open_av(path)
+    pts, key = [], []
+    try:
+        for packet in container.demux(container.streams.video[0]):
+            if packet.size == 0:  # the demuxer's end-of-stream marker
+                continue
+            if packet.pts is None:
+                return None
+            pts.append(packet.pts)
+            key.append(packet.is_keyframe)
+    except Exception as err:
+        raise VideoReadError(f"{path}: cannot read the packets ({err})") from None
+    finally:
+        container.close()
+    rank = np.empty(len(pts), dtype=np.int64)
+    rank[np.argsort(pts, kind="stable")] = np.arange(len(pts))
+    return len(pts), sorted(rank[np.asarray(key, dtype=bool)].tolist())
+
+
+@functools.lru_cache(maxsize=16384)
+def _seek_check(path: str, size: int, mtime_ns: int) -> bool:
+    vr = _decord_reader(Path(path))
+    n = len(vr)
+    if n < 2:
+        return True
+    start = vr.get_frame_timestamp(list(range(n)))[:, 0]  # (n,) seconds, display order
+    if start.min() < 0 or not np.all(np.diff(start) > 0):
+        return False  # no timestamps (a reordering decoder in AVI): decord's frame index is a guess
+    packets = _keyframes_in_display_order(Path(path))
+    return packets is not None and packets == (n, list(vr.get_key_indices()))
+
+
+def decord_seeks_exactly(path: str | os.PathLike) -> bool:
+    """Whether decord's random access returns the frames its indices name in this file (checked once per file
+    version, without decoding): its timestamps increase and its keyframe indices are the container's."""
+    path = Path(path)
+    stat = path.stat()
+    return _seek_check(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+IN_ORDER_CHUNK = 32  # frames per decord call when decoding from frame 0 (bounds the memory of long videos)
+
+
+def _decode_decord_in_order(vr, idx: np.ndarray) -> np.ndarray:
+    """Frames ``idx`` by decoding frames 0 .. max(idx) in order, in chunks: decord never seeks, so every index is
+    exact; only the requested frames are kept."""
+    out = None
+    stop = int(idx.max()) + 1
+    for start in range(0, stop, IN_ORDER_CHUNK):
+        end = min(start + IN_ORDER_CHUNK, stop)
+        chunk = vr.get_batch(list(range(start, end))).asnumpy()  # (end - start, H, W, 3) uint8
+        if out is None:
+            out = np.empty((len(idx), *chunk.shape[1:]), dtype=np.uint8)
+        inside = (idx >= start) & (idx < end)
+        out[inside] = chunk[idx[inside] - start]
+    return out
+
+
 def _read_decord(path: Path, indices: Optional[Sequence[int]]) -> np.ndarray:
     vr = _decord_reader(path)
     n = len(vr)
@@ -85,8 +155,15 @@ def _read_decord(path: Path, indices: Optional[Sequence[int]]) -> np.ndarray:
         raise VideoReadError(f"{path}: no frames")
     idx = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
     _check_indices(path, idx, n)
+    if idx.size == 0:
+        return np.empty((0, *vr[0].shape), dtype=np.uint8)
     try:
-        frames = vr.get_batch(idx.tolist()).asnumpy()  # (T, H, W, 3) uint8
+        if decord_seeks_exactly(path):
+            frames = vr.get_batch(idx.tolist()).asnumpy()  # (T, H, W, 3) uint8
+        else:
+            frames = _decode_decord_in_order(vr, idx)
+    except VideoReadError:
+        raise
     except Exception as err:
         raise VideoReadError(f"{path}: decord failed to decode ({str(err).splitlines()[0]})") from None
     return np.ascontiguousarray(frames, dtype=np.uint8)
