@@ -128,6 +128,13 @@ class TrainerConfig:
             raise ValueError(f"key 'trainer.num_nodes' must be positive, got {self.num_nodes}")
         if self.checkpoint_every_n_steps <= 0:
             raise ValueError("key 'trainer.checkpoint_every_n_steps' must be positive")
+        if "fsdp" in str(self.strategy).lower():
+            raise ValueError(
+                f"key 'trainer.strategy': '{self.strategy}' is not supported. FSDP would flatten the model and its EMA "
+                "copy into one sharded parameter, so the EMA update (parameter by parameter) and sampling from the "
+                "EMA would meet shards of different tensors on each rank. Use 'ddp': the NAR-L generator with its "
+                "AdamW state and EMA copy fits one GPU."
+            )
 
 
 @dataclass

@@ -38,3 +38,13 @@ def test_generator_sizes_build(size):
     assert cfg.model.size == size
     TransformerConfig(**cfg.model.transformer_kwargs(), vocab_size=16, num_classes=2)
     assert set(TRANSFORMER_SIZES) == {"tiny", "S", "B", "L"}
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "FSDP_cpu_offload"])
+def test_fsdp_is_refused_with_the_key_named(strategy):
+    from navid.config import ConfigError
+
+    for folder, (schema, required) in SCHEMAS.items():
+        path = next((CONFIGS / folder).glob("*.yaml"))
+        with pytest.raises(ConfigError, match="key 'trainer.strategy'.*not supported.*Use 'ddp'"):
+            load_config(schema, path, [*required, f"trainer.strategy={strategy}"])

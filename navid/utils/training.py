@@ -1,7 +1,7 @@
 """Training plumbing shared by the tokenizer and the generator.
 
 One place builds the Lightning ``Trainer`` from a :class:`~navid.config.TrainerConfig`, so
-CPU, one GPU, DDP/FSDP over many GPUs and many nodes all go through the same code; one
+CPU, one GPU, DDP over many GPUs and many nodes all go through the same code; one
 place makes checkpoints crash-safe; one place stops on a non-finite loss.
 """
 
