@@ -10,6 +10,7 @@ max-pools whose padding is -inf so it never wins. BatchNorm is folded into the c
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -253,13 +254,19 @@ def load_i3d(weights: str | Path | None = None, device: str | torch.device = "cp
     return model.eval().requires_grad_(False).to(device)
 
 
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zip files with the module's code (``<name>/code/``); ``torch.save`` zips hold
+    only pickled data."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
 def _load_pt(path: Path) -> nn.Module:
-    """A navid state dict, or else a TorchScript archive (StyleGAN-V); torch.jit archives are zip files
-    whose ``weights_only`` load fails, so the state-dict form is tried first."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+    """A TorchScript archive (StyleGAN-V's detector) or a navid state dict."""
+    if _is_torchscript(path):
         return TorchScriptI3D(torch.jit.load(str(path), map_location="cpu"))
     model = InceptionI3d()
-    model.load_state_dict(state)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model
