@@ -15,7 +15,7 @@ from navid.generation.lightning_module import GeneratorModule, train_generator
 from navid.generation.schedule import build_schedule
 from navid.tokenizer.lightning_module import TokenizerModule
 from navid.utils.ema import ema_decay_at
-from navid.utils.training import NonFiniteLossError, build_trainer
+from navid.utils.training import NonFiniteLossError, build_trainer, warmup_cosine
 from training_helpers import clip_loader, small_tokenizer_config
 
 
@@ -125,6 +125,7 @@ class StepsAndDiscriminatorUpdates(L.Callback):
         self.batches.append((self._step, changed))
 
 
+@pytest.mark.filterwarnings("error:Detected call of `lr_scheduler.step()`")
 def test_gan_tokenizer_counts_one_step_per_batch(tmp_path):
     # Manual optimization would count the generator's and the discriminator's update as two steps:
     # the run would stop after 4 of its 6 batches, with both learning-rate schedules cut short.
@@ -139,4 +140,10 @@ def test_gan_tokenizer_counts_one_step_per_batch(tmp_path):
     assert trainer.global_step == 6
     # the discriminator trains from gan_start_step - disc_warmup_steps = 2, counted in batches
     assert recorder.batches == [(0, False), (1, False), (2, True), (3, True), (4, True), (5, True)]
-    assert [s.last_epoch for s in module.lr_schedulers()] == [6, 6]
+    # Both learning rates follow one schedule indexed by the batch (the discriminator's from its first update,
+    # at batch 2, without stepping its scheduler, and so without PyTorch's order warning, before then).
+    sched_g, sched_d = module.lr_schedulers()
+    assert (sched_g.last_epoch, sched_d.last_epoch) == (6, 4)
+    factor = warmup_cosine(6, cfg.optim.warmup_steps, 6, cfg.optim.min_lr_ratio)
+    assert sched_g.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr * factor, rel=1e-12)
+    assert sched_d.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.loss.disc_lr * factor, rel=1e-12)

@@ -102,6 +102,12 @@ class TokenizerModule(L.LightningModule):
             return {"loss": loss}
         return {"loss": self._gan_step(video)}
 
+    @property
+    def disc_start_step(self) -> int:
+        """The step of the discriminator's first update; its learning rate then follows the same step-indexed
+        schedule as the generator's (its scheduler steps only with it)."""
+        return max(self.cfg.loss.gan_start_step - self.cfg.loss.disc_warmup_steps, 0)
+
     def _gan_step(self, video: torch.Tensor) -> torch.Tensor:
         """One generator and one discriminator update on the same batch (manual optimization)."""
         c, step = self.cfg.loss, self.global_step
@@ -120,7 +126,7 @@ class TokenizerModule(L.LightningModule):
         self.clip_gradients(opt_g, gradient_clip_val=self.cfg.trainer.gradient_clip_val or None)
         opt_g.step()
         sched_g.step()
-        if step >= c.gan_start_step - c.disc_warmup_steps:
+        if step >= self.disc_start_step:
             d_loss = hinge_d_loss(self.discriminator(video), self.discriminator(recon.detach()))
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
@@ -128,8 +134,8 @@ class TokenizerModule(L.LightningModule):
             self.log("train/d_grad_norm", torch.stack(grads).norm())
             self.clip_gradients(opt_d, gradient_clip_val=self.cfg.trainer.gradient_clip_val or None)
             uncounted_step(opt_d)
+            sched_d.step()
             self.log("train/d_loss", d_loss)
-        sched_d.step()
         self.log("train/loss", loss)
         return loss.detach()
 
@@ -164,7 +170,7 @@ class TokenizerModule(L.LightningModule):
             return gen
         disc_cfg = copy.copy(self.cfg.optim)
         disc_cfg.lr = self.cfg.loss.disc_lr
-        disc = adamw_with_schedule(self.discriminator, disc_cfg, total)
+        disc = adamw_with_schedule(self.discriminator, disc_cfg, total, first_step=self.disc_start_step)
         return [gen["optimizer"], disc["optimizer"]], [gen["lr_scheduler"], disc["lr_scheduler"]]
 
     # ------------------------------------------------------------- checkpoints

@@ -202,9 +202,11 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def adamw_with_schedule(module: torch.nn.Module, cfg: OptimConfig, total_steps: int) -> dict:
+def adamw_with_schedule(module: torch.nn.Module, cfg: OptimConfig, total_steps: int, first_step: int = 0) -> dict:
     """AdamW (no decay on norms, biases and embeddings of rank < 2) + warm-up/cosine schedule.
 
+    ``first_step``: the training step of this optimizer's first update, for one that starts late (the GAN's
+    discriminator); its k-th update then uses the schedule's value at step ``first_step + k``.
     Returns what ``LightningModule.configure_optimizers`` returns.
     """
     decay, no_decay = [], []
@@ -217,6 +219,6 @@ def adamw_with_schedule(module: torch.nn.Module, cfg: OptimConfig, total_steps: 
         betas=tuple(cfg.betas),
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
+        optimizer, lambda step: warmup_cosine(first_step + step, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
     )
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
