@@ -7,9 +7,8 @@ checks MJPEG, MPEG-4 Part 2 with and without B-frames, H.264 in AVI, MP4 and MKV
 one ran never changes a result.
 
 decord's random access seeks by its own frame index, which is wrong for some files: in AVIs whose
-decoder reorders or delays frames (Xvid with B-frames, the common encoding of UCF-101-era AVIs;
-H.264) it has no timestamps, and for MPEG-4 Part 2 with B-frames it puts the keyframes at their
-decode-order positions. A seek past the first keyframe then returns frames from up to a GOP earlier
+decoder reorders or delays frames (Xvid with B-frames, H.264) it has no timestamps, and for MPEG-4
+Part 2 with B-frames it puts the keyframes at their decode-order positions. A seek past the first keyframe then returns frames from up to a GOP earlier
 or later, silently. :func:`decord_seeks_exactly` checks each file once (decord's timestamps and
 keyframe indices against the container's packets, no decoding) and the other files are decoded in
 order from frame 0, which is always exact.
