@@ -51,8 +51,51 @@ def write_mpeg4_avi(path, frames):
     write_encoded(path, frames, tag="XVID")
 
 
-# name: (suffix, codec, FourCC, B-frames)
+def _vop_type(packet: bytes) -> str:
+    """I, P, B or S from the packet's first VOP header (start code 0x000001B6, then two type bits)."""
+    at = packet.find(b"\x00\x00\x01\xb6")
+    return "IPBS"[packet[at + 4] >> 6]
+
+
+# A P-VOP header with vop_coded = 0: start code, '01' (P), '0' (no whole seconds), '1' marker, '00000' (the time
+# increment, 5 bits for the encoder's time resolution of 25), '1' marker, '0' (not coded), then the stuffing '01111'.
+NOT_CODED_VOP = b"\x00\x00\x01\xb6\x50\x4f"
+
+
+def write_divx_packed_avi(path, frames, gop=12):
+    """An AVI as DivX and early Xvid wrote them, with 'packed' B-frames: MPEG-4 Part 2 with one B-frame between
+    references, each B-frame stored in the chunk of the reference that follows it, a not-coded VOP in the next
+    chunk, and the 'DivX503b1393p' user data that tells decoders so. UCF-101's AVIs are DivX-encoded (its paper)
+    and FFmpeg reports packed B-frames in them (facebookresearch/VMZ issue 12)."""
+    unpacked = path.with_name("unpacked.avi")
+    write_encoded(unpacked, frames, "mpeg4", "XVID", b_frames=1, gop=gop)
+    with av.open(str(unpacked)) as source:
+        stream = source.streams.video[0]
+        packets = [(bytes(p), p.is_keyframe) for p in source.demux(stream) if p.size]
+        chunks, i = [], 0
+        while i < len(packets):
+            data, key = packets[i]
+            if i + 1 < len(packets) and _vop_type(data) in "IP" and _vop_type(packets[i + 1][0]) == "B":
+                chunks += [(data + packets[i + 1][0], key), (NOT_CODED_VOP, False)]
+                i += 2
+            else:
+                chunks.append((data, key))
+                i += 1
+        with av.open(str(path), "w") as out:
+            packed = out.add_stream_from_template(stream)
+            packed.codec_context.codec_tag = "XVID"
+            packed.codec_context.extradata = stream.codec_context.extradata + b"\x00\x00\x01\xb2DivX503b1393p"
+            for n, (data, key) in enumerate(chunks):
+                packet = av.Packet(data)
+                packet.stream, packet.pts, packet.dts, packet.time_base = packed, n, n, stream.time_base
+                packet.is_keyframe = key
+                out.mux(packet)
+    unpacked.unlink()
+
+
+# name: (suffix, codec, FourCC, B-frames); "divx-packed" is written by write_divx_packed_avi
 ENCODINGS = {
+    "divx-packed": (".avi", "mpeg4", "XVID", 1),
     "xvid-b-frames": (".avi", "mpeg4", "XVID", 2),
     "xvid": (".avi", "mpeg4", "XVID", 0),
     "h264-avi": (".avi", "libx264", None, 2),
@@ -64,14 +107,20 @@ ENCODINGS = {
 
 @pytest.mark.parametrize("name", ENCODINGS)
 def test_decord_returns_the_frames_its_indices_name_past_every_keyframe(tmp_path, name):
-    # decord's own seek lands up to a GOP away in Xvid AVIs with B-frames, H.264 AVIs and MPEG-4 Part 2
-    # with B-frames (a clip at frame 12 came back as frames 2..9); such files are decoded in order.
+    # decord's own seek lands up to a GOP away in DivX-packed and Xvid AVIs with B-frames, H.264 AVIs and MPEG-4
+    # Part 2 with B-frames (a clip at frame 24 of the packed file came back as frames 1..8); such files are decoded
+    # in order.
     suffix, codec, tag, b_frames = ENCODINGS[name]
     frames = smooth_frames(t=48)
     path = tmp_path / f"clip{suffix}"
-    write_encoded(path, frames, codec, tag, b_frames, gop=12)
+    if name == "divx-packed":
+        write_divx_packed_avi(path, frames)
+    else:
+        write_encoded(path, frames, codec, tag, b_frames, gop=12)
     reference = read_video(path, backend="pyav")
     assert reference.shape == frames.shape
+    distance = np.abs(reference[:, None].astype(int) - frames[None].astype(int)).mean(axis=(2, 3, 4))  # (48, 48)
+    np.testing.assert_array_equal(distance.argmin(axis=1), np.arange(48))  # PyAV: each frame, in its place
     for start in (0, 5, 11, 12, 13, 23, 24, 24 - b_frames, 24 + b_frames):
         idx = list(range(start, start + 16))
         np.testing.assert_array_equal(read_video(path, idx, backend="decord"), reference[idx], err_msg=f"{idx}")
@@ -88,6 +137,8 @@ def test_files_whose_index_decord_keeps_right_keep_random_access(tmp_path):
         assert decord_seeks_exactly(tmp_path / f"{name}{suffix}"), name
     write_encoded(tmp_path / "b.avi", frames, "mpeg4", "XVID", b_frames=2)
     assert not decord_seeks_exactly(tmp_path / "b.avi")
+    write_divx_packed_avi(tmp_path / "packed.avi", frames)
+    assert not decord_seeks_exactly(tmp_path / "packed.avi")
 
 
 @pytest.mark.parametrize("suffix", [".avi", ".mp4", "mpeg4.avi"])

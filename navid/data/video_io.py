@@ -3,15 +3,16 @@
 Decoding uses decord (fast random access by frame index) and falls back to PyAV when
 decord is not installed or cannot open a file; GIFs go through PyAV. Both decoders are
 kept interchangeable: they return the same bytes for the same indices (``tests/test_video_io.py``
-checks MJPEG, MPEG-4 Part 2 with and without B-frames, H.264 in AVI, MP4 and MKV, VP9), so which
-one ran never changes a result.
+checks MJPEG, MPEG-4 Part 2 with and without B-frames, DivX-style packed B-frames, H.264 in AVI,
+MP4 and MKV), so which one ran never changes a result.
 
 decord's random access seeks by its own frame index, which is wrong for some files: in AVIs whose
-decoder reorders or delays frames (Xvid with B-frames, H.264) it has no timestamps, and for MPEG-4
-Part 2 with B-frames it puts the keyframes at their decode-order positions. A seek past the first keyframe then returns frames from up to a GOP earlier
-or later, silently. :func:`decord_seeks_exactly` checks each file once (decord's timestamps and
-keyframe indices against the container's packets, no decoding) and the other files are decoded in
-order from frame 0, which is always exact.
+decoder reorders or delays frames (DivX and Xvid with B-frames, H.264) it has no timestamps, and
+for MPEG-4 Part 2 with B-frames it puts the keyframes at their decode-order positions. A seek past
+the first keyframe then returns frames from up to a GOP earlier or later, silently.
+:func:`decord_seeks_exactly` checks each file once (decord's timestamps and keyframe indices
+against the container's packets, no decoding) and the other files are decoded in order from
+frame 0, which is always exact.
 Writing picks the container and codec from the suffix and is atomic.
 """
 
