@@ -159,3 +159,23 @@ def test_metadata_cache_persists_and_is_shared(synth_root, tmp_path):
     with pytest.warns(UserWarning, match="skipping 1 of 12"):
         UCF101Clips(root, "train", num_frames=4, cache_dir=cache, max_bad_fraction=0.5)
     assert len(list(cache.glob("*.json"))) == 2
+
+
+def test_clips_from_divx_packed_avis_are_the_frames_pyav_decodes(synth_root, tmp_path):
+    # UCF-101's AVIs are DivX with packed B-frames (docs/data.md), where decord's own seek lands on other frames.
+    from navid.data.video_io import decord_seeks_exactly, find_videos
+    from video_helpers import write_divx_packed_avi
+
+    root = copy_dataset(synth_root, tmp_path / "ucf")
+    for path in find_videos(root):
+        write_divx_packed_avi(path, read_video(path), gop=6)
+    assert not any(decord_seeks_exactly(path) for path in find_videos(root))
+    for split in ("train", "test"):
+        # 8 centred frames of 20: frames 6..13, from the keyframe at 6 across the one at 12; with decord's own
+        # seek every one of these clips came back as other frames
+        kw = dict(num_frames=8, resolution=64, cache_dir=tmp_path / "cache")
+        auto = UCF101Clips(root, split, backend="auto", **kw)
+        pyav = UCF101Clips(root, split, backend="pyav", **kw)
+        assert len(auto) == len(pyav) > 0
+        for i in range(len(auto)):
+            assert torch.equal(auto[i][0], pyav[i][0]) and auto[i][1] == pyav[i][1]
