@@ -18,7 +18,6 @@ Writing picks the container and codec from the suffix and is atomic.
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -109,25 +108,30 @@ def _keyframes_in_display_order(path: Path) -> Optional[tuple[int, list[int]]]:
     return len(pts), sorted(rank[np.asarray(key, dtype=bool)].tolist())
 
 
-@functools.lru_cache(maxsize=16384)
-def _seek_check(path: str, size: int, mtime_ns: int) -> bool:
-    vr = _decord_reader(Path(path))
+def _index_matches_packets(path: Path, vr) -> bool:
     n = len(vr)
     if n < 2:
         return True
     start = vr.get_frame_timestamp(list(range(n)))[:, 0]  # (n,) seconds, display order
     if start.min() < 0 or not np.all(np.diff(start) > 0):
         return False  # no timestamps (a reordering decoder in AVI): decord's frame index is a guess
-    packets = _keyframes_in_display_order(Path(path))
+    packets = _keyframes_in_display_order(path)
     return packets is not None and packets == (n, list(vr.get_key_indices()))
 
 
-def decord_seeks_exactly(path: str | os.PathLike) -> bool:
+_SEEK_CHECKS: dict[tuple[str, int, int], bool] = {}  # (resolved path, size, mtime_ns) -> decord_seeks_exactly
+
+
+def decord_seeks_exactly(path: str | os.PathLike, reader=None) -> bool:
     """Whether decord's random access returns the frames its indices name in this file (checked once per file
-    version, without decoding): its timestamps increase and its keyframe indices are the container's."""
+    version, without decoding): its timestamps increase and its keyframe indices are the container's.
+    ``reader``: the file's open ``decord.VideoReader``, if the caller has one (else one is opened)."""
     path = Path(path)
     stat = path.stat()
-    return _seek_check(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SEEK_CHECKS:
+        _SEEK_CHECKS[key] = _index_matches_packets(path, reader if reader is not None else _decord_reader(path))
+    return _SEEK_CHECKS[key]
 
 
 IN_ORDER_CHUNK = 32  # frames per decord call when decoding from frame 0 (bounds the memory of long videos)
@@ -158,7 +162,7 @@ def _read_decord(path: Path, indices: Optional[Sequence[int]]) -> np.ndarray:
     if idx.size == 0:
         return np.empty((0, *vr[0].shape), dtype=np.uint8)
     try:
-        if decord_seeks_exactly(path):
+        if decord_seeks_exactly(path, vr):
             frames = vr.get_batch(idx.tolist()).asnumpy()  # (T, H, W, 3) uint8
         else:
             frames = _decode_decord_in_order(vr, idx)
