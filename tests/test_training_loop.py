@@ -147,3 +147,38 @@ def test_gan_tokenizer_counts_one_step_per_batch(tmp_path):
     factor = warmup_cosine(6, cfg.optim.warmup_steps, 6, cfg.optim.min_lr_ratio)
     assert sched_g.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr * factor, rel=1e-12)
     assert sched_d.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.loss.disc_lr * factor, rel=1e-12)
+
+
+def _ema_and_model(state: dict, ema: str, model: str) -> tuple[dict, dict]:
+    pick = lambda prefix: {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}  # noqa: E731
+    return pick(ema), pick(model)
+
+
+@pytest.mark.parametrize("mode", ["generator", "tokenizer", "tokenizer_gan"])
+def test_periodic_checkpoint_holds_the_ema_of_its_step(tmp_path, mode):
+    # ModelCheckpoint saves in its own on_train_batch_end, which Lightning runs before the module's:
+    # an EMA updated there would be saved one step old, and a resume from that file would skip that update.
+    if mode == "generator":
+        cache = make_token_cache(tmp_path / "cache", num_clips=8)
+        cfg = tiny_config(cache, tmp_path / "run", "nar", steps=4, **{"trainer.checkpoint_every_n_steps": 2,
+                                                                       "optim.ema_decay": 0.5})
+        module, prefixes = GeneratorModule(cfg, TokenCache(cache).meta), ("ema.", "model.")
+        fit = dict(datamodule=None, train_dataloaders=torch.utils.data.DataLoader(TokenCache(cache), batch_size=2))
+        trainer_cfg = cfg.trainer
+    else:
+        gan = ["loss.gan_weight=0.1", "loss.gan_start_step=1", "loss.disc_channels=8", "loss.disc_layers=1"]
+        cfg = small_tokenizer_config(tmp_path, "trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2",
+                                     "optim.ema_decay=0.5", *(gan if mode == "tokenizer_gan" else []))
+        module, prefixes = TokenizerModule(cfg), ("ema.", "tokenizer.")
+        fit = dict(train_dataloaders=clip_loader(cfg, 8))
+        trainer_cfg = dataclasses.replace(cfg.trainer, gradient_clip_val=0.0) if module.use_gan else cfg.trainer
+    out = tmp_path / "run"
+    trainer = build_trainer(trainer_cfg, out)
+    trainer.fit(module, **{k: v for k, v in fit.items() if v is not None})
+
+    saved = torch.load(out / "checkpoints" / "step0000004.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 4
+    ema, model = _ema_and_model(saved["state_dict"], *prefixes)
+    now_ema, now_model = _ema_and_model(module.state_dict(), *prefixes)
+    assert all(torch.equal(model[k], now_model[k]) for k in now_model)
+    assert all(torch.equal(ema[k], now_ema[k]) for k in now_ema)

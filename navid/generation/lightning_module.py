@@ -104,11 +104,13 @@ class GeneratorModule(L.LightningModule):
             self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
-    def on_train_start(self) -> None:
-        self.ema_updates.start(self.trainer.global_step)
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer's step, then the EMA's (:class:`~navid.utils.ema.StepEMA` says why not later).
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.ema_updates.update(self.ema, self.model, self.trainer.global_step)
+        Lightning counts the step only after this hook returns, hence ``global_step + 1``.
+        """
+        super().optimizer_step(*args, **kwargs)
+        self.ema_updates.update(self.ema, self.model, self.trainer.global_step + 1)
 
     preview_name = "samples"
 

@@ -125,6 +125,7 @@ class TokenizerModule(L.LightningModule):
         self.manual_backward(loss)
         self.clip_gradients(opt_g, gradient_clip_val=self.cfg.trainer.gradient_clip_val or None)
         opt_g.step()
+        self.ema_updates.update(self.ema, self.tokenizer, self.global_step)
         sched_g.step()
         if step >= self.disc_start_step:
             d_loss = hinge_d_loss(self.discriminator(video), self.discriminator(recon.detach()))
@@ -139,11 +140,12 @@ class TokenizerModule(L.LightningModule):
         self.log("train/loss", loss)
         return loss.detach()
 
-    def on_train_start(self) -> None:
-        self.ema_updates.start(self.global_step)
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.ema_updates.update(self.ema, self.tokenizer, self.global_step)
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """Without a GAN: the optimizer's step, then the EMA's (:class:`~navid.utils.ema.StepEMA` says why not
+        later); Lightning counts the step only after this hook returns, hence ``global_step + 1``. With a GAN,
+        :meth:`_gan_step` updates the EMA after the tokenizer's step (manual optimization counts it at once)."""
+        super().optimizer_step(*args, **kwargs)
+        self.ema_updates.update(self.ema, self.tokenizer, self.global_step + 1)
 
     # ------------------------------------------------------------------ previews
     preview_name = "reconstructions"

@@ -28,26 +28,20 @@ def ema_decay_at(step: int, decay: float) -> float:
 
 
 class StepEMA:
-    """Updates an EMA copy once per optimizer step, however many batches make up a step.
+    """An EMA copy's decay schedule and update count; :meth:`update` is called right after each optimizer step.
 
-    Lightning calls ``on_train_batch_end`` for every micro-batch; under
-    ``accumulate_grad_batches=k`` only every k-th one steps the optimizer, and averaging the
-    unchanged weights k times would shorten the EMA's horizon k-fold. :meth:`update` therefore
-    acts only when the global step has advanced since the last update.
+    Not from ``on_train_batch_end``: ``ModelCheckpoint`` writes a step's checkpoint in its own
+    ``on_train_batch_end``, which Lightning runs before the module's, so an EMA updated there would be
+    saved one step old, and a resume from that file would skip that step's update for good. The
+    optimizer step also runs once per k batches under ``accumulate_grad_batches=k``, where averaging
+    after every batch would shorten the EMA's horizon k-fold.
     """
 
     def __init__(self, decay: float) -> None:
         self.decay = decay
-        self.last_step = 0
         self.num_updates = 0
 
-    def start(self, global_step: int) -> None:
-        """Call at the start of fit (also when resuming): no update until the next optimizer step."""
-        self.last_step = global_step
-
     def update(self, ema_model: nn.Module, model: nn.Module, global_step: int) -> None:
-        if global_step == self.last_step:
-            return
+        """Average ``model`` into ``ema_model``; ``global_step`` counts the optimizer step just taken."""
         update_ema(ema_model, model, ema_decay_at(global_step, self.decay))
-        self.last_step = global_step
         self.num_updates += 1
