@@ -48,14 +48,13 @@ def test_train_resume_and_checkpoint_contents(trained, synth_root):
 def test_reconstruct_and_tokenize(trained, synth_root, tmp_path):
     tok_path = trained / "tokenizer.pt"
     report = tmp_path / "r.json"
-    common = [
-        "--tokenizer", str(tok_path), "--data", str(synth_root), "--num-frames", "8", "--resolution", "32",
-        "--num-workers", "1",
-    ]
+    # no --num-frames / --resolution / --frame-stride: clips are cut as the tokenizer was trained (8 x 32 px)
+    common = ["--tokenizer", str(tok_path), "--data", str(synth_root), "--num-workers", "1"]
     assert main(["reconstruct", *common, "--num", "3", "--out", str(tmp_path / "v"), "--num-videos", "2",
                  "--json", str(report)]) == 0
     r = json.loads(report.read_text())
     assert r["num_clips"] == 3 and np.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1 and 0 < r["codebook_usage"] <= 1
+    assert (r["num_frames"], r["resolution"], r["frame_stride"]) == (8, 32, 1)
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["recon_000.gif", "recon_001.gif"]
 
     cache = tmp_path / "cache"
@@ -63,6 +62,8 @@ def test_reconstruct_and_tokenize(trained, synth_root, tmp_path):
     tok = load_tokenizer(tok_path)
     data = TokenCache(cache, expected_fingerprint=tokenizer_fingerprint(tok))
     assert len(data) == 2 * 12 and data.grid == (2, 4, 4) and data.vocab_size == 1000
+    source = data.meta["source"]
+    assert (source["num_frames"], source["resolution"], source["frame_stride"]) == (8, 32, 1)
     tokens, label = data[0]
     assert tokens.dtype == torch.int64 and 0 <= label < 4
     # the cached tokens are what the tokenizer produces for that clip (first clip: start frame 0)
@@ -85,6 +86,31 @@ def test_reconstruct_and_tokenize(trained, synth_root, tmp_path):
         tok.decoder.body[-1].bias.add_(1e-3)
     with pytest.raises(TokenCacheError, match="different|made by tokenizer"):
         TokenCache(cache, expected_fingerprint=tokenizer_fingerprint(tok))
+
+
+@pytest.mark.slow
+def test_clips_default_to_the_tokenizers_training_clips(trained, synth_root, tmp_path, capsys):
+    from navid.tokenizer.config import ClipGeometry
+
+    for path in (trained / "tokenizer.pt", trained / "checkpoints" / "last.ckpt"):
+        assert load_tokenizer(path).trained_clip == ClipGeometry(num_frames=8, resolution=32, frame_stride=1)
+    common = ["tokenize", "--data", str(synth_root), "--num-workers", "0", "--split", "test"]
+    # another size is used as asked, with a note: it changes the grid
+    assert main([*common, "--tokenizer", str(trained / "tokenizer.pt"), "--resolution", "64",
+                 "--out", str(tmp_path / "c64")]) == 0
+    assert "--resolution 64 differs from the tokenizer's training clips (32)" in capsys.readouterr().err
+    assert TokenCache(tmp_path / "c64").grid == (2, 8, 8)
+    # a tokenizer file that does not record its clips needs them given
+    tok = load_tokenizer(trained / "tokenizer.pt")
+    tok.trained_clip = None
+    from navid.tokenizer.checkpoint import save_tokenizer
+
+    bare = save_tokenizer(tok, tmp_path / "bare.pt")
+    assert main([*common, "--tokenizer", str(bare), "--resolution", "32", "--out", str(tmp_path / "c")]) == 2
+    assert "does not record the clips it was trained on" in capsys.readouterr().err
+    assert main([*common, "--tokenizer", str(bare), "--num-frames", "8", "--resolution", "32", "--frame-stride", "1",
+                 "--out", str(tmp_path / "c")]) == 0
+    assert TokenCache(tmp_path / "c").grid == (2, 4, 4)
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +54,10 @@ def _add_data_arguments(parser: argparse.ArgumentParser, default_split: str) -> 
     parser.add_argument("--data", required=True, help="dataset root in the UCF-101 layout")
     parser.add_argument("--split", default=default_split, choices=("train", "test"))
     parser.add_argument("--fold", type=int, default=1, choices=(1, 2, 3))
-    parser.add_argument("--num-frames", type=int, default=16)
-    parser.add_argument("--resolution", type=int, default=64, help="frame size (the tokenizer's training size)")
-    parser.add_argument("--frame-stride", type=int, default=1)
+    trained = "default: as the tokenizer was trained (its file records it)"
+    parser.add_argument("--num-frames", type=int, default=None, help=f"frames per clip ({trained})")
+    parser.add_argument("--resolution", type=int, default=None, help=f"frame size in pixels ({trained})")
+    parser.add_argument("--frame-stride", type=int, default=None, help=f"source frames per clip frame ({trained})")
     parser.add_argument("--batch-size", type=int, default=8, help="clips encoded together (per rank)")
     parser.add_argument("--num-workers", type=int, default=4, help="DataLoader processes decoding video (0: none)")
     parser.add_argument("--device", default="auto",
@@ -84,13 +86,38 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _clips(args: argparse.Namespace):
+def clip_geometry(args: argparse.Namespace, tokenizer) -> "ClipGeometry":
+    """``--num-frames`` / ``--resolution`` / ``--frame-stride``, each defaulting to the tokenizer's training clips.
+
+    A value that differs from the training clips is used (the tokenizer is convolutional) with a note on
+    stderr, since it changes the token grid; a tokenizer file without the record needs all three given.
+    """
+    import sys
+
+    from navid.tokenizer.config import ClipGeometry
+
+    given = {key: getattr(args, key) for key in ("num_frames", "resolution", "frame_stride")}
+    if tokenizer.trained_clip is None:
+        if None in given.values():
+            raise ValueError(f"--tokenizer {args.tokenizer} does not record the clips it was trained on (written "
+                             "before navid recorded them): pass --num-frames, --resolution and --frame-stride "
+                             "as in its training config")
+        return ClipGeometry(**given)
+    trained = asdict(tokenizer.trained_clip)
+    for key, value in given.items():
+        if value is not None and value != trained[key]:
+            print(f"note: --{key.replace('_', '-')} {value} differs from the tokenizer's training clips "
+                  f"({trained[key]}); the token grid changes with it", file=sys.stderr)
+    return ClipGeometry(**{key: trained[key] if value is None else value for key, value in given.items()})
+
+
+def _clips(args: argparse.Namespace, clip: "ClipGeometry"):
     """The requested split, clips centred in each video (no random crops or flips)."""
     from navid.data.ucf101 import UCF101Clips
 
     return UCF101Clips(
-        args.data, split=args.split, fold=args.fold, num_frames=args.num_frames, frame_stride=args.frame_stride,
-        resolution=args.resolution, train=False,
+        args.data, split=args.split, fold=args.fold, num_frames=clip.num_frames, frame_stride=clip.frame_stride,
+        resolution=clip.resolution, train=False,
     )
 
 
@@ -134,7 +161,8 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
     ctx.barrier()  # --out is checked before any rank writes into it
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(args.tokenizer, map_location=ctx.device)
-    ds = _clips(args)
+    geometry = clip_geometry(args, tokenizer)
+    ds = _clips(args, geometry)
     n = len(ds) if args.num is None else min(args.num, len(ds))
     mine = list(range(ctx.rank, n, ctx.world_size))
     loader = DataLoader(Subset(ds, mine), batch_size=args.batch_size, num_workers=args.num_workers,
@@ -171,6 +199,7 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
         "fingerprint": tokenizer_fingerprint(tokenizer),
         "data": str(args.data),
         "split": args.split,
+        **asdict(geometry),
         "num_clips": n,
         "psnr": float(psnr_sum) / n,
         "ssim": ssim_value,
@@ -242,14 +271,14 @@ def run_tokenize(args: argparse.Namespace) -> int:
         raise ValueError(f"--clips-per-video must be >= 1, got {args.clips_per_video}")
     with distributed_run(args.device) as ctx:
         tokenizer = load_tokenizer(args.tokenizer, map_location=ctx.device)
-        ds = _clips(args)
+        geometry = clip_geometry(args, tokenizer)
+        ds = _clips(args, geometry)
         items = _clip_starts(ds, args.clips_per_video)
         source = {
             "data": str(args.data), "split": args.split, "fold": args.fold, "clips_per_video": args.clips_per_video,
-            "hflip": args.hflip, "num_frames": args.num_frames, "resolution": ds.resolution,
-            "tokenizer": str(args.tokenizer),
+            "hflip": args.hflip, **asdict(geometry), "tokenizer": str(args.tokenizer),
         }
-        job = {**source, "frame_stride": args.frame_stride, "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer)}
+        job = {**source, "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer)}
         if ctx.is_main:
             TokenCacheShards.prepare(args.out, job, len(items), args.shard_size, args.overwrite)
         ctx.barrier()
@@ -275,7 +304,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
             vocab_size=tokenizer.vocab_size, class_names=ds.class_names,
             tokenizer_fingerprint=tokenizer_fingerprint(tokenizer), source=source,
         )
-        grid = tokenizer.grid_shape((args.num_frames, ds.resolution, ds.resolution))
+        grid = tokenizer.grid_shape((geometry.num_frames, geometry.resolution, geometry.resolution))
         print(f"wrote {len(items) * (2 if args.hflip else 1)} token grids {tuple(grid)} to {out}")
         return 0
 

@@ -1,7 +1,8 @@
 """Saving and loading trained tokenizers (EMA weights), and their fingerprint.
 
 A tokenizer file holds ``{"navid_tokenizer": payload}`` where ``payload`` =
-``{"format", "navid_version", "model_config" (plain dict), "state_dict"}``. Lightning
+``{"format", "navid_version", "model_config" (plain dict), "state_dict"}`` and, for tokenizers
+trained since navid recorded it, ``"trained_clip"`` (the :class:`ClipGeometry` of its training clips). Lightning
 checkpoints written by ``navid train-tokenizer`` carry the same entry (the EMA weights), so
 ``load_tokenizer`` reads either a ``.ckpt`` or the exported ``tokenizer.pt``. Everything is
 plain tensors and dicts, loaded with ``weights_only=True`` and ``strict=True``.
@@ -9,6 +10,7 @@ plain tensors and dicts, loaded with ``weights_only=True`` and ``strict=True``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,7 +20,7 @@ import torch
 
 from navid import __version__
 from navid.config import from_dict, to_dict
-from navid.tokenizer.config import TokenizerModelConfig
+from navid.tokenizer.config import ClipGeometry, TokenizerModelConfig
 from navid.tokenizer.model import VideoTokenizer
 from navid.utils.atomic import torch_save_atomic
 
@@ -27,12 +29,15 @@ TOKENIZER_FORMAT = "navid-tokenizer/1"
 
 def tokenizer_payload(tokenizer: VideoTokenizer) -> dict:
     """Plain-data description of ``tokenizer`` (config + CPU weights)."""
-    return {
+    payload = {
         "format": TOKENIZER_FORMAT,
         "navid_version": __version__,
         "model_config": to_dict(tokenizer.cfg),
         "state_dict": {k: v.detach().cpu().clone() for k, v in tokenizer.state_dict().items()},
     }
+    if tokenizer.trained_clip is not None:
+        payload["trained_clip"] = dataclasses.asdict(tokenizer.trained_clip)
+    return payload
 
 
 def save_tokenizer(tokenizer: VideoTokenizer, path: str | os.PathLike) -> Path:
@@ -52,6 +57,8 @@ def load_tokenizer(path: str | os.PathLike, map_location: str | torch.device = "
         raise ValueError(f"{path} is not a navid tokenizer checkpoint (no '{TOKENIZER_FORMAT}' entry)")
     tokenizer = VideoTokenizer(from_dict(TokenizerModelConfig, payload["model_config"]))
     tokenizer.load_state_dict(payload["state_dict"], strict=True)
+    if "trained_clip" in payload:
+        tokenizer.trained_clip = from_dict(ClipGeometry, payload["trained_clip"])
     return tokenizer.to(map_location).eval()
 
 

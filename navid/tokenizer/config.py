@@ -9,6 +9,23 @@ from navid.data.datamodule import DataConfig
 
 
 @dataclass
+class ClipGeometry:
+    """The clips a tokenizer was trained on; ``navid tokenize`` / ``reconstruct`` cut clips the same way by default.
+
+    The tokenizer is convolutional, so clips of another size encode without error, only into another grid:
+    a 128-px tokenizer given 64-px clips makes 4x8x8 grids where 4x16x16 were meant.
+    """
+
+    num_frames: int
+    resolution: int
+    frame_stride: int
+
+    @classmethod
+    def of(cls, data: DataConfig) -> "ClipGeometry":
+        return cls(num_frames=data.num_frames, resolution=data.resolution, frame_stride=data.frame_stride)
+
+
+@dataclass
 class TokenizerModelConfig:
     """3D conv autoencoder + quantizer.
 

@@ -33,7 +33,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer, do_nothing_clos
 from navid import __version__
 from navid.config import to_dict
 from navid.tokenizer.checkpoint import tokenizer_payload
-from navid.tokenizer.config import TokenizerTrainConfig
+from navid.tokenizer.config import ClipGeometry, TokenizerTrainConfig
 from navid.tokenizer.discriminator import PatchDiscriminator3d
 from navid.tokenizer.losses import (
     adaptive_gan_weight,
@@ -56,6 +56,7 @@ class TokenizerModule(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.tokenizer = VideoTokenizer(cfg.model)
+        self.tokenizer.trained_clip = ClipGeometry.of(cfg.data)
         self.ema = copy.deepcopy(self.tokenizer).requires_grad_(False).eval()
         self.ema_updates = StepEMA(cfg.optim.ema_decay)
         self.use_gan = cfg.loss.gan_weight > 0

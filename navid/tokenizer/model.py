@@ -9,13 +9,14 @@ resolution; that keeps the CPU-tiny model fast enough to train in minutes.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
-from navid.tokenizer.config import TokenizerModelConfig
+from navid.tokenizer.config import ClipGeometry, TokenizerModelConfig
 from navid.tokenizer.fsq import FSQ
 from navid.tokenizer.vq import VectorQuantizer
 
@@ -143,6 +144,9 @@ class VideoTokenizer(nn.Module):
             )
         self.encoder = Encoder(cfg, self.quantizer.dim)
         self.decoder = Decoder(cfg, self.quantizer.dim)
+        # The clips it was trained on, when known: set by training, kept in tokenizer files (no part of the
+        # fingerprint, which names the weights that make the tokens).
+        self.trained_clip: Optional[ClipGeometry] = None
 
     @property
     def vocab_size(self) -> int:
