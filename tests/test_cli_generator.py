@@ -105,7 +105,7 @@ def test_train_rejects_bad_config(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_evaluate_reports_fvd_kvd_and_per_class_matrix(tmp_path):
+def test_evaluate_reports_fvd_kvd_and_per_class_matrix(tmp_path, capsys):
     data, generator, tokenizer = synthetic_generator(tmp_path)
     args = ["evaluate", "--generator", str(generator), "--tokenizer", str(tokenizer),
             "--data", str(data), "--num", "4", "--batch-size", "4", "--num-workers", "0",
@@ -125,3 +125,12 @@ def test_evaluate_reports_fvd_kvd_and_per_class_matrix(tmp_path):
     # Same seed, same process and thread count: the generated clips and their features are bitwise those of the
     # first run, and the cached real statistics are its own float64 arrays, so only printing could differ.
     assert json.loads((tmp_path / "fvd.json").read_text())["fvd"] == pytest.approx(report["fvd"])
+
+    # a generator trained on strided clips is not compared with consecutive-frame real chunks
+    checkpoint = torch.load(generator, map_location="cpu", weights_only=True)
+    assert checkpoint["navid"]["token_clips"] == {}  # its cache came from write_token_cache, which records no clips
+    checkpoint["navid"]["token_clips"] = {"num_frames": 16, "resolution": 64, "frame_stride": 2}
+    strided = tmp_path / "strided.ckpt"
+    torch.save(checkpoint, strided)
+    assert main([*args[:2], str(strided), *args[3:], "--overwrite"]) == 2
+    assert "frame_stride 2" in capsys.readouterr().err

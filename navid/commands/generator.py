@@ -251,6 +251,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     (t, h, w), (ct, ch, cw) = schedule.grid, tokenizer.compression
     if h * ch != w * cw:
         raise ValueError(f"generated clips are {h * ch}x{w * cw}; the FVD protocol compares square clips")
+    stride = meta.get("token_clips", {}).get("frame_stride", 1)
+    if stride != 1:
+        raise ValueError(f"--generator {args.generator}: its token cache took every {stride}th frame "
+                         f"(frame_stride {stride}), but the {PROTOCOL} protocol's real chunks are {t * ct} consecutive "
+                         "frames, so generated and real motion would differ in speed; evaluate a generator trained "
+                         "on frame_stride 1 tokens")
     draw = draw_chunks(args.data, args.num, args.real_seed, args.split, args.fold, t * ct, args.allow_repeats)
     if list(draw.index.class_names) != list(meta["class_names"]):
         raise ValueError(f"{args.data}: its classes differ from the {len(meta['class_names'])} classes "

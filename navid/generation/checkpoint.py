@@ -2,7 +2,8 @@
 
 A checkpoint is Lightning's file plus a ``"navid"`` entry (plain types only) holding the run
 config, the transformer config, the schedule kind, the token grid, the class names, the
-tokenizer fingerprint, the navid version and the head taps (the layer each output head reads) —
+tokenizer fingerprint, the clips behind the training tokens (``token_clips``: frames, size and frame stride,
+where the token cache recorded them), the navid version and the head taps (the layer each output head reads) —
 enough to rebuild the model and its schedule without the token cache. Loading uses
 ``torch.load(weights_only=True)`` and a strict ``load_state_dict``: a file that does not match
 exactly is an error, never a guess.

@@ -55,6 +55,10 @@ class GeneratorModule(L.LightningModule):
         self.grid = tuple(int(s) for s in cache_meta["grid"])
         self.class_names = list(cache_meta["class_names"])
         self.tokenizer_fingerprint = cache_meta["tokenizer_fingerprint"]
+        source = cache_meta.get("source", {})
+        # The clips behind the tokens (caches written by `navid tokenize` record them): evaluation compares
+        # generated clips with real clips cut the same way.
+        self.token_clips = {k: source[k] for k in ("num_frames", "resolution", "frame_stride") if k in source}
         self.transformer_config = {
             **cfg.model.transformer_kwargs(),
             "vocab_size": int(cache_meta["vocab_size"]),
@@ -142,6 +146,7 @@ class GeneratorModule(L.LightningModule):
             "grid": list(self.grid),
             "class_names": self.class_names,
             "tokenizer_fingerprint": self.tokenizer_fingerprint,
+            "token_clips": self.token_clips,
             "head_taps": list(self.model.taps),
         }
 
