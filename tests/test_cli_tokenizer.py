@@ -81,7 +81,13 @@ def test_reconstruct_and_tokenize(trained, synth_root, tmp_path):
     centre = _clip_at(ds, 0, max(ds.frame_counts[0] - ds.span, 0) // 2)
     assert torch.equal(tok.encode(centre[None])[0], mirrored[0][0])
     assert torch.equal(tok.encode(centre.flip(-1)[None])[0], mirrored[1][0]) and mirrored[1][1] == mirrored[0][1]
-    assert sorted(p.name for p in flipped.iterdir()) == ["labels.npy", "meta.json", "tokens.npy"]  # no shards left
+    assert sorted(p.name for p in flipped.iterdir()) == ["groups.npy", "labels.npy", "meta.json", "tokens.npy"]
+    # rows carry their video's UCF-101 group, the mirror its clip's, so the generator's val split holds them out
+    from navid.data.ucf101 import video_group
+
+    group_ids = np.unique([video_group(path) for path in ds.clips], return_inverse=True)[1]  # (12 videos,)
+    assert np.array_equal(data.groups, np.repeat(group_ids, 2))  # 2 clips per video
+    assert np.array_equal(mirrored.groups, np.repeat(group_ids, 2))  # 1 clip and its mirror per video
     with torch.no_grad():
         tok.decoder.body[-1].bias.add_(1e-3)
     with pytest.raises(TokenCacheError, match="different|made by tokenizer"):

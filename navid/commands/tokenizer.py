@@ -232,6 +232,14 @@ def _clip_starts(ds, k: int) -> list[tuple[int, int]]:
     return items
 
 
+def _row_groups(ds, items: list[tuple[int, int]], hflip: bool) -> np.ndarray:
+    """(rows,) int64: the UCF-101 group (:func:`~navid.data.ucf101.video_group`) of each cache row's video."""
+    from navid.data.ucf101 import video_group
+
+    _, groups = np.unique([video_group(ds.clips[i]) for i, _ in items], return_inverse=True)
+    return np.repeat(groups, 2) if hflip else groups
+
+
 class _ClipsAt:
     """Map-style dataset: item ``j`` is clip ``items[j]`` = (video, start frame) of ``ds`` and its label.
 
@@ -303,6 +311,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
         out = shards.finish(
             vocab_size=tokenizer.vocab_size, class_names=ds.class_names,
             tokenizer_fingerprint=tokenizer_fingerprint(tokenizer), source=source,
+            groups=_row_groups(ds, items, args.hflip),
         )
         grid = tokenizer.grid_shape((geometry.num_frames, geometry.resolution, geometry.resolution))
         print(f"wrote {len(items) * (2 if args.hflip else 1)} token grids {tuple(grid)} to {out}")

@@ -4,6 +4,8 @@ Layout of a cache folder::
 
     tokens.npy   (N, T, H, W) uint16 (int32 when the vocabulary exceeds 65,536 codes)
     labels.npy   (N,) int64, 0-based class ids
+    groups.npy   (N,) int64, optional: rows of one group (clips of one UCF-101 group of videos, with their
+                 mirror images) stay on one side of the generator's train/val split
     meta.json    format, grid, vocab_size, class_names, tokenizer fingerprint, source, navid version
 
 ``meta.json`` is written last, so a cache whose writing was interrupted has no metadata
@@ -48,18 +50,24 @@ def write_token_cache(
     class_names: Sequence[str],
     tokenizer_fingerprint: str,
     source: Optional[dict] = None,
+    groups: Optional[np.ndarray] = None,
 ) -> Path:
-    """Write ``tokens`` ``(N, T, H, W)`` and ``labels`` ``(N,)`` as a cache folder."""
+    """Write ``tokens`` ``(N, T, H, W)``, ``labels`` ``(N,)`` and optionally ``groups`` ``(N,)`` as a cache folder."""
     out = Path(out_dir)
     if tokens.ndim != 4:
         raise TokenCacheError(f"tokens must be (N, T, H, W), got shape {tokens.shape}")
     if labels.shape != (tokens.shape[0],):
         raise TokenCacheError(f"labels must be ({tokens.shape[0]},), got {labels.shape}")
+    if groups is not None and groups.shape != (tokens.shape[0],):
+        raise TokenCacheError(f"groups must be ({tokens.shape[0]},), got {groups.shape}")
     if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
         raise TokenCacheError(f"token ids must lie in [0, {vocab_size}), got [{tokens.min()}, {tokens.max()}]")
     dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
     out.mkdir(parents=True, exist_ok=True)
-    for name, array in (("tokens.npy", tokens.astype(dtype)), ("labels.npy", labels.astype(np.int64))):
+    arrays = {"tokens.npy": tokens.astype(dtype), "labels.npy": labels.astype(np.int64)}
+    if groups is not None:
+        arrays["groups.npy"] = groups.astype(np.int64)
+    for name, array in arrays.items():
         with atomic_path(out / name) as tmp:
             np.save(tmp, array)
     meta = {
@@ -152,7 +160,8 @@ class TokenCacheShards:
             np.savez(tmp, tokens=tokens.astype(np.int32), labels=labels.astype(np.int64))
 
     def finish(self, **meta) -> Path:
-        """Join every shard, in order, into the cache files (:func:`write_token_cache` ``meta``); remove the shards."""
+        """Join every shard, in order, into the cache files (:func:`write_token_cache` ``meta`` and ``groups``);
+        remove the shards."""
         missing = self.missing()
         if missing:
             first = self.path(missing[0])
@@ -193,6 +202,10 @@ class TokenCache(Dataset):
         if self.tokens.shape[0] != meta["num_clips"] or list(self.tokens.shape[1:]) != meta["grid"]:
             raise TokenCacheError(f"{self.root}/tokens.npy has shape {self.tokens.shape}, "
                                   f"meta.json says {meta['num_clips']} x {meta['grid']}")
+        groups = self.root / "groups.npy"
+        self.groups: Optional[np.ndarray] = np.load(groups) if groups.is_file() else None  # (N,) int64
+        if self.groups is not None and self.groups.shape != (meta["num_clips"],):
+            raise TokenCacheError(f"{groups} has shape {self.groups.shape}, meta.json says {meta['num_clips']} clips")
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -222,8 +235,32 @@ class TokenCache(Dataset):
         return tokens, torch.tensor(self.labels[index], dtype=torch.int64)
 
 
+def split_rows(cache: TokenCache, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train rows, val rows): whole groups, in a seeded order, go to val until it holds ``val_fraction`` of the rows.
+
+    Groups are ``groups.npy`` where the cache has it; in caches written before it, the K clips of a
+    video and their mirrors (``source``: ``clips_per_video``, ``hflip``); otherwise each row alone.
+    Splitting rows alone would put the mirror image or another clip of nearly every val clip in train.
+    """
+    n = len(cache)
+    if cache.groups is not None:
+        groups = cache.groups
+    elif "clips_per_video" in cache.meta["source"]:
+        source = cache.meta["source"]
+        groups = np.arange(n) // (source["clips_per_video"] * (2 if source.get("hflip") else 1))
+    else:
+        groups = np.arange(n)
+    names, group_of_row = np.unique(groups, return_inverse=True)
+    order = np.random.default_rng(seed).permutation(len(names))  # groups in the order they go to val
+    sizes = np.bincount(group_of_row, minlength=len(names))[order]
+    target = round(val_fraction * n)
+    num_val_groups = int(np.searchsorted(np.cumsum(sizes), target)) + 1 if target else 0  # the first to reach it
+    is_val = np.isin(group_of_row, order[:num_val_groups])
+    return np.flatnonzero(~is_val).tolist(), np.flatnonzero(is_val).tolist()
+
+
 class TokenCacheDataModule(L.LightningDataModule):
-    """Train/val loaders over a token cache; the split is a seeded permutation of the clips."""
+    """Train/val loaders over a token cache, split by groups of related clips (:func:`split_rows`)."""
 
     def __init__(
         self,
@@ -238,10 +275,9 @@ class TokenCacheDataModule(L.LightningDataModule):
         self.cache = TokenCache(root, expected_fingerprint)
         self.batch_size = batch_size
         self.num_workers = num_workers
-        order = np.random.default_rng(seed).permutation(len(self.cache))
-        num_val = int(round(val_fraction * len(self.cache)))
-        self.train_set = Subset(self.cache, order[num_val:].tolist())
-        self.val_set = Subset(self.cache, order[:num_val].tolist())
+        train_rows, val_rows = split_rows(self.cache, val_fraction, seed)
+        self.train_set = Subset(self.cache, train_rows)
+        self.val_set = Subset(self.cache, val_rows)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(

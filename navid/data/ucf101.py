@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,20 @@ def load_index(root: str | os.PathLike, split: str = "train", fold: int = 1) -> 
     if not clips:
         raise UCF101FormatError(f"{split_file}: lists no clips")
     return UCF101Index(class_names=class_names, clips=clips, labels=labels)
+
+
+_GROUP_NAME = re.compile(r"v_(.+)_g(\d+)_c\d+", re.IGNORECASE)
+
+
+def video_group(path: str | os.PathLike) -> str:
+    """The UCF-101 group of a video (``v_<Class>_g<XX>_c<YY>`` -> ``<class>_g<XX>``), else the file's own stem.
+
+    A group's clips are cut from one long video (same actor and scene), which is why the official
+    splits keep each group on one side; a held-out share of the train split should do the same.
+    """
+    stem = Path(path).stem
+    match = _GROUP_NAME.fullmatch(stem)
+    return f"{match.group(1).lower()}_g{int(match.group(2)):02d}" if match else stem
 
 
 def resize_crop(video: torch.Tensor, resolution: int) -> torch.Tensor:
