@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec = subparsers.add_parser("reconstruct", help="PSNR/SSIM/codebook usage of a tokenizer on held-out clips")
     _add_data_arguments(rec, default_split="test")
     rec.add_argument("--num", "--num-clips", dest="num", type=int, default=None,
-                     help="number of clips (default: all); under torchrun spell it --num-clips (torchrun reads --num)")
+                     help="number of clips (default: all), drawn with --seed from the whole split; under torchrun "
+                          "spell it --num-clips (torchrun reads --num)")
     rec.add_argument("--out", default=None, help="folder for side-by-side videos (original | reconstruction)")
     rec.add_argument("--num-videos", type=int, default=4, help="how many side-by-side videos to write")
     rec.add_argument("--fvd", action="store_true", help="also compute rFVD (needs navid.metrics.fvd)")
@@ -152,6 +153,7 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
     from tqdm import tqdm
 
     from navid.data.video_io import tensor_to_frames, write_video
+    from navid.metrics.fvd import quantize_uint8
     from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
     from navid.tokenizer.losses import psnr
     from navid.utils.atomic import prepare_output_dir, write_json_atomic
@@ -163,10 +165,11 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
     tokenizer = load_tokenizer(args.tokenizer, map_location=ctx.device)
     geometry = clip_geometry(args, tokenizer)
     ds = _clips(args, geometry)
-    n = len(ds) if args.num is None else min(args.num, len(ds))
-    mine = list(range(ctx.rank, n, ctx.world_size))
-    loader = DataLoader(Subset(ds, mine), batch_size=args.batch_size, num_workers=args.num_workers,
-                        pin_memory=ctx.device.type == "cuda")
+    chosen = _reconstruct_clips(len(ds), args.num, args.seed)
+    n = len(chosen)
+    mine = list(range(ctx.rank, n, ctx.world_size))  # positions in ``chosen``
+    loader = DataLoader(Subset(ds, [chosen[p] for p in mine]), batch_size=args.batch_size,
+                        num_workers=args.num_workers, pin_memory=ctx.device.type == "cuda")
     fvd = _fvd_metric(ctx.device) if args.fvd else None
     ssim = StructuralSimilarityIndexMeasure(data_range=2.0).to(ctx.device)
     psnr_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)  # summed on the device: no host sync per batch
@@ -181,11 +184,11 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
         ssim.update(recon.transpose(1, 2).flatten(0, 1), video.transpose(1, 2).flatten(0, 1))  # frames as images
         if fvd is not None:
             fvd.update(video, real=True)
-            fvd.update(recon, real=False)
-        for b, clip in enumerate(mine[seen : seen + len(video)]):
-            if args.out and clip < args.num_videos:
+            fvd.update(quantize_uint8(recon), real=False)  # as evaluate rounds generated clips: videos are uint8
+        for b, position in enumerate(mine[seen : seen + len(video)]):
+            if args.out and position < args.num_videos:
                 side = torch.cat([video[b], recon[b]], dim=-1).cpu()  # (C, T, H, 2W): original | reconstruction
-                write_video(Path(args.out) / f"recon_{clip:03d}.gif", tensor_to_frames(side), fps=8)
+                write_video(Path(args.out) / f"recon_{position:03d}.gif", tensor_to_frames(side), fps=8)
         seen += len(video)
     if ctx.is_distributed:
         dist.all_reduce(psnr_sum)
@@ -201,6 +204,7 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
         "split": args.split,
         **asdict(geometry),
         "num_clips": n,
+        "clips": [f"{Path(ds.clips[i]).parent.name}/{Path(ds.clips[i]).name}" for i in chosen],
         "psnr": float(psnr_sum) / n,
         "ssim": ssim_value,
         "codebook_usage": float((counts > 0).float().mean()),
@@ -213,6 +217,18 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
     if args.json:
         write_json_atomic(args.json, report)
     return 0
+
+
+def _reconstruct_clips(num_available: int, num: int | None, seed: int) -> list[int]:
+    """Dataset indices of the clips to reconstruct: all, or ``num`` drawn with ``random.Random(seed)`` (in order).
+
+    Split files list their videos class by class, so the first ``num`` would cover only the first classes.
+    """
+    import random
+
+    if num is None or num >= num_available:
+        return list(range(num_available))
+    return sorted(random.Random(seed).sample(range(num_available), num))
 
 
 def _fvd_metric(device: str):
