@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -77,3 +78,40 @@ def test_two_ranks_under_torchrun_score_like_one_process(setup, tmp_path):
     again = _evaluate(single, setup, tmp_path / "again.json", ["--stats-cache", str(tmp_path / "stats")])
     assert again["fvd"] == pytest.approx(one["fvd"], rel=1e-9)
     assert [p.name.split("-")[1] for p in (tmp_path / "stats").iterdir()] == ["nar"]
+
+
+def _real_features_on_rank(rank: int, init_file: str, caches: list, out: str) -> None:
+    import numpy as np
+    import torch.distributed as dist
+
+    from navid.generation.evaluation import reference_features
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    clips = [(torch.full((3, 2, 4, 4), float(i)), 0) for i in range(6)]
+    feats = reference_features(clips, np.arange(6), lambda v: v.mean(dim=(2, 3, 4)).double().numpy(), 2,
+                               stats_cache=caches[rank], cache_key={"protocol": "test"}, progress=False)
+    np.save(f"{out}/rank{rank}.npy", feats)
+    dist.destroy_process_group()
+
+
+def test_rank0_alone_decides_whether_the_real_features_are_cached(tmp_path):
+    # Rank 1 sees a cache file rank 0 does not (a stale network file system view, a writer finishing between
+    # the two looks). Judged per rank, rank 1 would skip the gathers rank 0 runs and the run would hang or
+    # pair rank 1's generated rows with rank 0's real ones.
+    import numpy as np
+    import torch.multiprocessing as mp
+
+    from navid.generation.evaluation import reference_features
+
+    seen_by_1, seen_by_0 = tmp_path / "cache1", tmp_path / "cache0"
+    stale = [(torch.full((3, 2, 4, 4), 7.0), 0)] * 6
+    reference_features(stale, np.arange(6), lambda v: v.mean(dim=(2, 3, 4)).double().numpy(), 2,
+                       stats_cache=seen_by_1, cache_key={"protocol": "test"}, progress=False)
+    context = mp.start_processes(_real_features_on_rank, args=(str(tmp_path / "init"), [seen_by_0, seen_by_1],
+                                                               str(tmp_path)), nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=1):
+        assert time.monotonic() < deadline, "ranks hung"
+    expected = np.repeat(np.arange(6.0)[:, None], 3, axis=1)  # each clip's channel means: its index
+    assert np.array_equal(np.load(tmp_path / "rank0.npy"), expected)
+    assert np.array_equal(np.load(tmp_path / "rank1.npy"), expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -85,6 +86,20 @@ def test_draw_is_distinct_reference_sample_and_refuses_too_many(tree, tmp_path):
         draw_order(n, n + 1, 42)
     repeated = draw_order(n, 2 * n + 1, 42, allow_repeats=True)
     assert sorted(np.bincount(repeated, minlength=n).tolist()) == [2] * (n - 1) + [3]
+
+
+def test_draw_fingerprint_changes_when_a_drawn_file_is_rewritten(tree, tmp_path):
+    with pytest.warns(UserWarning):
+        draw = draw_chunks(tree, 2, seed=42, num_frames=16, cache_dir=tmp_path)
+    before = draw.fingerprint()
+    assert draw.fingerprint() == before
+    drawn = sorted({chunk.video for chunk in draw.chunks})[0]
+    st = drawn.stat()
+    os.utime(drawn, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # rewritten in place, same name and size
+    try:
+        assert draw.fingerprint() != before  # the stats cache key changes: old real statistics are not reused
+    finally:
+        os.utime(drawn, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 @pytest.mark.numerics

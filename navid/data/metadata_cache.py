@@ -41,14 +41,15 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _stamp(path: Path) -> list[int]:
+def file_stamp(path: Path) -> list[int]:
+    """``[size, mtime_ns]``: changes when the file is rewritten, so results derived from it are recomputed."""
     st = path.stat()
     return [st.st_size, st.st_mtime_ns]
 
 
 def _probe(path: Path) -> dict:
     try:
-        stamp = _stamp(path)
+        stamp = file_stamp(path)
     except OSError as err:
         return {"stamp": None, "num_frames": 0, "fps": 0.0, "error": f"{path}: {err.strerror}"}
     try:
@@ -82,7 +83,7 @@ def load_video_metadata(
             name = str(path)
             entry = cached.get(name)
             try:
-                fresh = entry is not None and entry["stamp"] == _stamp(path)
+                fresh = entry is not None and entry["stamp"] == file_stamp(path)
             except OSError:
                 fresh = False
             if not fresh:

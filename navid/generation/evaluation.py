@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -137,6 +137,17 @@ def rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _from_rank0(compute: Callable[[], Any]) -> Any:
+    """``compute()`` run on rank 0 only, its (picklable) result given to every rank."""
+    import torch.distributed as dist
+
+    rank, world = rank_world()
+    value = [compute() if rank == 0 else None]
+    if world > 1:
+        dist.broadcast_object_list(value, src=0)
+    return value[0]
+
+
 def _gather_batches(mine: list[np.ndarray]) -> np.ndarray:
     """Every rank's per-batch rows (its batches of :func:`rank_batches`, in order) → all rows in global order."""
     rank, world = rank_world()
@@ -246,11 +257,23 @@ def reference_features(
     if stats_cache is not None:
         digest = hashlib.sha256(json.dumps(cache_key, sort_keys=True).encode()).hexdigest()[:16]
         cache_file = Path(stats_cache) / f"real-{(cache_key or {}).get('protocol', 'features')}-{digest}.npz"
-    if cache_file is not None and cache_file.is_file():
+
+    def read_cache() -> tuple[Optional[np.ndarray], Optional[str]]:
+        """(cached features or None, error or None), as rank 0 sees the file."""
+        if cache_file is None or not cache_file.is_file():
+            return None, None
         cached = FeatureStats.load(cache_file)
         if cached.provenance != cache_key or cached.features is None or len(cached.features) != len(indices):
-            raise ValueError(f"{cache_file}: cached real features were made for other clips; remove the file")
-        return cached.features
+            return None, f"{cache_file}: cached real features were made for other clips; remove the file"
+        return cached.features, None
+
+    # Rank 0 decides for all: ranks that judged the file on their own (a network file system's stale view, a
+    # writer finishing in between) would disagree on running the collectives of _real_features, and hang.
+    cached, error = _from_rank0(read_cache)
+    if error:
+        raise ValueError(error)
+    if cached is not None:
+        return cached
     real_feats = _real_features(real, indices, features, batch_size, num_workers, progress)
     if cache_file is not None and rank_world()[0] == 0:
         FeatureStats.from_features(real_feats, provenance=cache_key).save(cache_file)

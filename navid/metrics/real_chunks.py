@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 from torch.utils.data import Dataset
 
-from navid.data.metadata_cache import load_video_metadata
+from navid.data.metadata_cache import file_stamp, load_video_metadata
 from navid.data.ucf101 import load_index, locate, resize_crop
 from navid.data.video_io import frames_to_tensor, read_video
 
@@ -80,9 +80,16 @@ class ChunkDraw:
         return [{"video": chunk.video.relative_to(root).as_posix(), "start": chunk.start} for chunk in self.chunks]
 
     def fingerprint(self) -> str:
-        """SHA-256 of the drawn chunk list (and their frame count): equal exactly when the real clips are."""
-        payload = json.dumps({"num_frames": self.index.num_frames, "chunks": self.records()}).encode()
-        return hashlib.sha256(payload).hexdigest()
+        """SHA-256 of the drawn chunk list, their frame count and each drawn file's size and modification time.
+
+        The stamps make a dataset rewritten under the same names (re-encoded or resized copies) another set
+        of real clips, so cached statistics of the old files are not reused for it.
+        """
+        root = self.index.video_dir
+        stamps = {video.relative_to(root).as_posix(): file_stamp(video)
+                  for video in sorted({chunk.video for chunk in self.chunks})}
+        payload = json.dumps({"num_frames": self.index.num_frames, "chunks": self.records(), "files": stamps})
+        return hashlib.sha256(payload.encode()).hexdigest()
 
     def report(self) -> dict:
         return {
