@@ -26,7 +26,7 @@ def fake_dir(synth_root, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_cli_ucf_root_chunks_vs_folder_and_stats_reuse(synth_root, fake_dir, tmp_path):
+def test_cli_ucf_root_chunks_vs_folder_and_stats_reuse(synth_root, fake_dir, tmp_path, capsys):
     args = ["fvd", "--real", str(synth_root), "--fake", str(fake_dir), "--num", "3", "--frames", "10"]
     assert main(args + ["--json", str(tmp_path / "a.json"), "--save-real-stats", str(tmp_path / "real.npz")]) == 0
     first = json.loads((tmp_path / "a.json").read_text())
@@ -44,6 +44,10 @@ def test_cli_ucf_root_chunks_vs_folder_and_stats_reuse(synth_root, fake_dir, tmp
     # The saved statistics are the first run's float64 arrays and the fake clips go through the same kernels
     # in the same process, so both runs compute the distance from bitwise-equal inputs.
     assert json.loads((tmp_path / "b.json").read_text())["fvd"] == pytest.approx(first["fvd"], rel=1e-9)
+    # saved statistics of other clips (10 frames) are not compared with this run's 16-frame clips
+    assert main(["fvd", "--real", str(tmp_path / "real.npz"), "--fake", str(fake_dir), "--num", "3",
+                 "--frames", "16"]) == 2
+    assert "differ in frames (10 vs 16)" in capsys.readouterr().err
     i3d = load_i3d()
 
     def chunk(record):  # frames start..start+9; the 64x64 frames scaled to 128x128 (antialiased), kept as uint8

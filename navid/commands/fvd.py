@@ -33,6 +33,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+COMPARED = ("detector_sha256", "resize", "frames")  # what makes two sides' features comparable
+
+
+def check_comparable(real: dict, fake: dict) -> None:
+    """Refuse two sides whose features came from another detector, resize or clip length (a saved ``.npz`` keeps
+    the settings it was made with, whatever this run's flags say); a side that does not record a field is not
+    checked on it."""
+    for key in COMPARED:
+        if key in real and key in fake and real[key] != fake[key]:
+            raise ValueError(f"--real and --fake differ in {key} ({real[key]!r} vs {fake[key]!r}): their features "
+                             "are not comparable; recompute the saved statistics with this run's settings")
+
+
 def run(args: argparse.Namespace) -> int:
     start = time.time()
     detector = load_i3d(args.weights)
@@ -40,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
               resolution=args.resolution, allow_repeats=args.allow_repeats)
     real = source_stats(args.real, detector, SourceOptions(split=args.real_split, **kw))
     fake = source_stats(args.fake, detector, SourceOptions(**kw))
+    check_comparable(real.provenance, fake.provenance)
     if args.save_real_stats:
         real.save(args.save_real_stats)
     if min(real.count, fake.count) < COMPARABLE_COUNT:
