@@ -12,6 +12,7 @@ import torch
 
 from navid.data.ucf101 import UCF101Clips, UCF101FormatError, load_index, parse_class_ind, parse_split_file
 from navid.data.video_io import read_video, write_video
+from navid.metrics.real_chunks import is_ucf101_root
 
 CLASS_IND = "1 ApplyEyeMakeup\r\n2 ApplyLipstick\r\n37 HandstandPushups\r\n"
 
@@ -80,6 +81,11 @@ def test_case_insensitive_layout_ucf101_folder(synth_root, tmp_path):
     ref = load_index(synth_root, "test")
     assert index.labels == ref.labels and index.class_names == ref.class_names
     assert all(p.is_file() and p.parent.name.isupper() for p in index.clips)
+    # a folder of other videos beside the split folder (generated samples) is no dataset root
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    shutil.copy(index.clips[0], samples / "sample_000.avi")
+    assert not is_ucf101_root(samples) and is_ucf101_root(tmp_path / "UCF-101") and is_ucf101_root(tmp_path)
 
 
 def test_clips_shape_range_and_centred_sampling(synth_root, tmp_path):

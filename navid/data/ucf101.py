@@ -53,11 +53,24 @@ def locate(root: str | os.PathLike) -> tuple[Path, Path]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a folder")
-    split_dir = next((d for d in (root / SPLIT_DIR, root.parent / SPLIT_DIR) if d.is_dir()), None)
-    if split_dir is None:
-        raise FileNotFoundError(f"no {SPLIT_DIR}/ folder in {root} or next to it")
+    if (root / SPLIT_DIR).is_dir():
+        split_dir = root / SPLIT_DIR
+    elif (root.parent / SPLIT_DIR).is_dir() and _holds_class_folders(root, root.parent / SPLIT_DIR):
+        split_dir = root.parent / SPLIT_DIR
+    else:
+        raise FileNotFoundError(f"no {SPLIT_DIR}/ folder in {root}, nor one next to it naming {root}'s class folders")
     video_dir = root / "UCF-101" if (root / "UCF-101").is_dir() else root
     return video_dir, split_dir
+
+
+def _holds_class_folders(folder: Path, split_dir: Path) -> bool:
+    """Whether ``folder`` has a folder of a class ``split_dir/classInd.txt`` names: a split folder next to it
+    then belongs to it (``.../UCF-101`` beside ``.../ucfTrainTestlist``), not to a sibling such as samples/."""
+    try:
+        classes = {name.lower() for name in parse_class_ind(split_dir / "classInd.txt")}
+    except (FileNotFoundError, UCF101FormatError):
+        return False
+    return any(child.is_dir() and child.name.lower() in classes for child in folder.iterdir())
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
