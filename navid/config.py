@@ -91,6 +91,7 @@ def from_dict(schema: Type[T], data: dict) -> T:
 
 
 LOGGERS = ("csv", "tensorboard")
+HALF_WEIGHT_PRECISIONS = ("bf16-true", "16-true")  # Lightning's half-precision weights ("bf16", "16" are mixed)
 
 
 @dataclass
@@ -128,6 +129,13 @@ class TrainerConfig:
             raise ValueError(f"key 'trainer.num_nodes' must be positive, got {self.num_nodes}")
         if self.checkpoint_every_n_steps <= 0:
             raise ValueError("key 'trainer.checkpoint_every_n_steps' must be positive")
+        if self.precision in HALF_WEIGHT_PRECISIONS:
+            raise ValueError(
+                f"key 'trainer.precision': '{self.precision}' keeps the weights and their EMA copy in half "
+                "precision, where an EMA update of (1 - ema_decay) times the weights' change rounds away (with "
+                "decay 0.9999 the EMA stays near its early weights, and sampling uses it). Use 'bf16-mixed': bf16 "
+                "compute with fp32 weights, optimizer state and EMA."
+            )
         if "fsdp" in str(self.strategy).lower():
             raise ValueError(
                 f"key 'trainer.strategy': '{self.strategy}' is not supported. FSDP would flatten the model and its EMA "

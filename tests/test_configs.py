@@ -48,3 +48,14 @@ def test_fsdp_is_refused_with_the_key_named(strategy):
         path = next((CONFIGS / folder).glob("*.yaml"))
         with pytest.raises(ConfigError, match="key 'trainer.strategy'.*not supported.*Use 'ddp'"):
             load_config(schema, path, [*required, f"trainer.strategy={strategy}"])
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
+def test_half_precision_weights_are_refused_with_the_key_named(precision):
+    from navid.config import ConfigError
+
+    for folder, (schema, required) in SCHEMAS.items():
+        path = next((CONFIGS / folder).glob("*.yaml"))
+        with pytest.raises(ConfigError, match="key 'trainer.precision'.*EMA.*Use 'bf16-mixed'"):
+            load_config(schema, path, [*required, f"trainer.precision={precision}"])
+        assert load_config(schema, path, [*required, "trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"

@@ -182,3 +182,35 @@ def test_periodic_checkpoint_holds_the_ema_of_its_step(tmp_path, mode):
     now_ema, now_model = _ema_and_model(module.state_dict(), *prefixes)
     assert all(torch.equal(model[k], now_model[k]) for k in now_model)
     assert all(torch.equal(ema[k], now_ema[k]) for k in now_ema)
+
+
+class CountValidations(L.Callback):
+    def __init__(self) -> None:
+        self.at_steps: list[int] = []
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.at_steps.append(trainer.global_step)
+
+
+def test_validation_interval_counts_optimizer_steps_under_accumulation(tmp_path):
+    cfg = small_tokenizer_config(tmp_path, "trainer.max_steps=4", "trainer.accumulate_grad_batches=2",
+                                 "trainer.val_every_n_steps=2", "trainer.limit_val_batches=1")
+    counter = CountValidations()
+    trainer = build_trainer(cfg.trainer, tmp_path, callbacks=[counter])
+    trainer.fit(TokenizerModule(cfg), train_dataloaders=clip_loader(cfg, 16), val_dataloaders=clip_loader(cfg, 2))
+    assert counter.at_steps == [2, 4]  # every 2 optimizer steps = 4 batches, not every 2 batches
+
+
+def test_seed_rank_keeps_rank_0_and_gives_other_ranks_their_own_stream():
+    from navid.utils.training import seed_rank
+
+    draws = []
+    for rank in (0, 1, 2):
+        torch.manual_seed(7)
+        torch.rand(3)  # what the model's initialisation took
+        seed_rank(7, rank)
+        draws.append(torch.rand(4))
+    torch.manual_seed(7)
+    torch.rand(3)
+    assert torch.equal(draws[0], torch.rand(4))  # a one-process run keeps its stream
+    assert not torch.equal(draws[1], draws[0]) and not torch.equal(draws[2], draws[1])

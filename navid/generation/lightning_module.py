@@ -30,7 +30,9 @@ from navid.generation.transformer import drop_labels
 from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
 from navid.tokenizer.model import VideoTokenizer
 from navid.utils.ema import StepEMA
-from navid.utils.training import LAST_CHECKPOINT, adamw_with_schedule, build_trainer, is_logging_step, resume_checkpoint
+from navid.utils.training import (
+    LAST_CHECKPOINT, adamw_with_schedule, build_trainer, is_logging_step, resume_checkpoint, seed_rank,
+)
 
 
 def token_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
@@ -107,6 +109,9 @@ class GeneratorModule(L.LightningModule):
             self.log("train/top5", token_accuracy(logits.detach(), targets, 5), sync_dist=True)
             self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
+
+    def on_fit_start(self) -> None:
+        seed_rank(self.cfg.seed, self.global_rank)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimizer's step, then the EMA's (:class:`~navid.utils.ema.StepEMA` says why not later).

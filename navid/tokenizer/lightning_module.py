@@ -48,7 +48,7 @@ from navid.utils.ema import StepEMA
 import dataclasses
 
 from navid.data.datamodule import VideoDataModule
-from navid.utils.training import adamw_with_schedule, build_trainer, resume_checkpoint
+from navid.utils.training import adamw_with_schedule, build_trainer, resume_checkpoint, seed_rank
 
 
 class TokenizerModule(L.LightningModule):
@@ -72,6 +72,7 @@ class TokenizerModule(L.LightningModule):
             self._perceptual = (I3DPerceptualLoss(tuple(cfg.loss.perceptual_layers), cfg.loss.perceptual_resolution),)
 
     def on_fit_start(self) -> None:
+        seed_rank(self.cfg.seed, self.global_rank)
         for loss in self._perceptual:
             loss.to(self.device)
 

@@ -169,7 +169,7 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
         log_every_n_steps=cfg.log_every_n_steps,
         gradient_clip_val=cfg.gradient_clip_val or None,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
-        val_check_interval=cfg.val_every_n_steps,
+        val_check_interval=cfg.val_every_n_steps * cfg.accumulate_grad_batches,  # Lightning counts batches here
         check_val_every_n_epoch=None,
         limit_val_batches=cfg.limit_val_batches,
         callbacks=all_callbacks,
@@ -179,6 +179,18 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
         default_root_dir=str(out),
         num_sanity_val_steps=0,
     )
+
+
+def seed_rank(seed: int, global_rank: int) -> None:
+    """Give each rank its own torch random stream when fitting starts.
+
+    ``seed_everything(seed)`` seeds every rank alike, which the model's initialisation needs; draws made
+    during training (label dropout, and clip starts and flips in a main-process data loader) would then
+    repeat across ranks. Rank 0 keeps the stream it has, so a one-process run is unchanged; rank r > 0
+    restarts its stream from ``seed + r``.
+    """
+    if global_rank:
+        torch.manual_seed(seed + global_rank)
 
 
 def resume_checkpoint(out_dir: str | os.PathLike, resume: bool) -> Optional[str]:
