@@ -107,8 +107,8 @@ def test_rank0_alone_decides_whether_the_real_features_are_cached(tmp_path):
     stale = [(torch.full((3, 2, 4, 4), 7.0), 0)] * 6
     reference_features(stale, np.arange(6), lambda v: v.mean(dim=(2, 3, 4)).double().numpy(), 2,
                        stats_cache=seen_by_1, cache_key={"protocol": "test"}, progress=False)
-    context = mp.start_processes(_real_features_on_rank, args=(str(tmp_path / "init"), [seen_by_0, seen_by_1],
-                                                               str(tmp_path)), nprocs=2, join=False, start_method="spawn")
+    args = (str(tmp_path / "init"), [seen_by_0, seen_by_1], str(tmp_path))
+    context = mp.start_processes(_real_features_on_rank, args=args, nprocs=2, join=False, start_method="spawn")
     deadline = time.monotonic() + 120
     while not context.join(timeout=1):
         assert time.monotonic() < deadline, "ranks hung"

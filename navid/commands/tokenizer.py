@@ -8,9 +8,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from navid.cli import add_config_arguments
+
+if TYPE_CHECKING:
+    from navid.tokenizer.config import ClipGeometry
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
