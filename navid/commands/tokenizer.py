@@ -7,7 +7,6 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
