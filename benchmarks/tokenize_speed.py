@@ -25,6 +25,7 @@ from data_loading import make_ucf_like
 from navid.config import load_config
 from navid.tokenizer import TokenizerTrainConfig, VideoTokenizer
 from navid.tokenizer.checkpoint import save_tokenizer
+from navid.tokenizer.config import ClipGeometry
 from navid.utils.atomic import write_json_atomic, write_text_atomic
 from navid.utils.machine import machine_description
 from navid.utils.markdown import markdown_table
@@ -55,7 +56,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = make_ucf_like(Path(tmp) / "ucf")
-        tokenizer = save_tokenizer(VideoTokenizer(cfg.model).eval(), Path(tmp) / "tokenizer.pt")
+        model = VideoTokenizer(cfg.model).eval()
+        model.trained_clip = ClipGeometry.of(cfg.data)  # `navid tokenize` cuts its clips as tiny.yaml's
+        tokenizer = save_tokenizer(model, Path(tmp) / "tokenizer.pt")
         tokenize_rate(tokenizer, data, Path(tmp) / "cache", 1, 2, 0, 1)  # warm-up: metadata cache, page cache
         for ranks, threads, workers in SETTINGS:
             rate = tokenize_rate(tokenizer, data, Path(tmp) / "cache", ranks, threads, workers, args.clips_per_video)
