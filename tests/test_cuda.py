@@ -69,6 +69,24 @@ def test_generator_forward_and_backward_make_no_host_sync(tmp_path):
     assert math.isfinite(loss.item())
 
 
+def test_tokenizer_loss_and_its_logged_statistics_make_no_host_sync(tmp_path):
+    from training_helpers import small_tokenizer_config
+
+    from navid.tokenizer.lightning_module import TokenizerModule
+
+    cfg = small_tokenizer_config(tmp_path, "model.fsq_entropy_weight=0.1")  # the entropy penalty's loop too
+    module = TokenizerModule(cfg).cuda()
+    video = torch.rand(2, 3, cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution, device="cuda") * 2 - 1
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss, _, _ = module._generator_loss(video)
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert math.isfinite(loss.item())
+
+
 def test_generator_trains_in_bf16_on_the_gpu(tmp_path):
     cache = make_token_cache(tmp_path / "cache")
     extra = {"trainer.accelerator": "gpu", "trainer.devices": 1, "trainer.precision": "bf16-mixed"}

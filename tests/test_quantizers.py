@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from navid.tokenizer.fsq import FSQ
-from navid.tokenizer.losses import codebook_stats
+from navid.tokenizer.losses import code_counts, codebook_stats
 from navid.tokenizer.vq import VectorQuantizer
 
 pytestmark = pytest.mark.numerics
@@ -63,6 +63,7 @@ def test_vq_straight_through_commitment_and_usage():
     assert torch.allclose(vq.indices_to_codes(ids), z_q.detach(), atol=1e-6)
     usage, perplexity = codebook_stats(ids, 16)
     assert 0 < usage <= 1 and 1 <= perplexity <= 16
+    assert torch.equal(code_counts(ids, 16), torch.bincount(ids.flatten(), minlength=16))
 
 
 def test_vq_dead_codes_restart_from_batch_latents():

@@ -159,7 +159,7 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
     from navid.data.video_io import tensor_to_frames, write_video
     from navid.metrics.fvd import quantize_uint8
     from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
-    from navid.tokenizer.losses import psnr
+    from navid.tokenizer.losses import code_counts, psnr
     from navid.utils.atomic import prepare_output_dir, write_json_atomic
 
     if args.out and ctx.is_main:
@@ -184,7 +184,7 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
         tokens = tokenizer.encode(video)  # (B, T', H', W')
         recon = tokenizer.decode(tokens)  # (B, C, T, H, W)
         psnr_sum += psnr(recon, video).double().sum()
-        counts += torch.bincount(tokens.flatten(), minlength=tokenizer.vocab_size)
+        counts += code_counts(tokens, tokenizer.vocab_size)
         ssim.update(recon.transpose(1, 2).flatten(0, 1), video.transpose(1, 2).flatten(0, 1))  # frames as images
         if fvd is not None:
             fvd.update(video, real=True)

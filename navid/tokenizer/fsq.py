@@ -39,6 +39,7 @@ class FSQ(nn.Module):
         self.register_buffer("basis", basis, persistent=False)
         self.dim = len(levels)
         self.vocab_size = int(lv.prod())
+        self.level_counts = tuple(int(n) for n in levels)  # host copy: reading the buffer would wait for a GPU
 
     def _view(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(1, -1, 1, 1, 1)  # broadcast (D,) over (B, D, T, H, W)
@@ -74,7 +75,7 @@ class FSQ(nn.Module):
         """
         flat = bounded.movedim(1, -1).reshape(-1, self.dim)  # (N, D) in level units
         per_channel = []
-        for d, lv in enumerate(self.levels.tolist()):
+        for d, lv in enumerate(self.level_counts):
             values = torch.arange(lv, device=flat.device, dtype=flat.dtype) - lv // 2  # rounded values of this channel
             per_channel.append(
                 (-(flat[:, d : d + 1] - values).square() / self.entropy_temperature).softmax(-1))  # (N, L_d)

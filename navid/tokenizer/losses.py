@@ -39,13 +39,21 @@ def psnr(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
 
 
-def codebook_stats(tokens: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fraction of the vocabulary used, perplexity) of a batch of token ids.
+def code_counts(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(vocab_size,) int64: how often each code occurs in ``tokens`` (any shape), counted on their device.
 
-    Ids are clamped into the vocabulary: a NaN latent (a diverged run, a corrupt clip) gives an
-    arbitrary id, and the non-finite loss check, not ``bincount``, should be what reports it.
+    Not ``torch.bincount``: on CUDA it reads the ids' min and max back to the host, so every
+    training step would wait for the GPU. Ids are clamped into the vocabulary: a NaN latent (a
+    diverged run, a corrupt clip) gives an arbitrary id, and the non-finite loss check should be
+    what reports it.
     """
-    counts = torch.bincount(tokens.flatten().clamp(0, vocab_size - 1), minlength=vocab_size).float()
+    ids = tokens.flatten().clamp(0, vocab_size - 1)
+    return torch.zeros(vocab_size, dtype=torch.int64, device=tokens.device).scatter_add_(0, ids, torch.ones_like(ids))
+
+
+def codebook_stats(tokens: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fraction of the vocabulary used, perplexity) of a batch of token ids."""
+    counts = code_counts(tokens, vocab_size).float()
     probs = counts / counts.sum()
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum()
     return (counts > 0).float().mean(), entropy.exp()
