@@ -42,7 +42,8 @@ def main() -> None:
     features, _ = i3d_features(torch.device("cpu"))
     clips = UCF101Clips(args.data, "train", num_frames=16, resolution=64)
     names, labels = list(clips.class_names), np.asarray(clips.labels)
-    real_idx, other_idx = balanced_real_clips(labels, args.per_class, 0), balanced_real_clips(labels, args.per_class, 1)
+    real_idx = balanced_real_clips(labels, args.per_class, 0)
+    other_idx = balanced_real_clips(labels, args.per_class, 1, exclude=real_idx)  # other clips than the real set
     real_feats = reference_features(clips, real_idx, features, batch_size=8)
     videos = torch.stack([clips[i][0] for i in other_idx])
     rows = [{"name": "real clips (no tokenizer)", "checkpoint": None, "psnr": None,

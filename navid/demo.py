@@ -250,7 +250,7 @@ def quality_features(out: Path, per_class: int, sampling, random_baseline: bool 
 
     real_idx = balanced_real_clips(real.labels, per_class, sampling.seed)
     labels = torch.as_tensor(all_labels[real_idx])  # generated clip i takes real clip i's label
-    recon_idx = balanced_real_clips(real.labels, per_class, sampling.seed + 1)
+    recon_idx = balanced_real_clips(real.labels, per_class, sampling.seed + 1, exclude=real_idx)
     sets_to_go = 3 if random_baseline else 2
     start = time.perf_counter()
     sets = {"real": (reference_features(real, real_idx, i3d, batch_size=8), labels.numpy())}

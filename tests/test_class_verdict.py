@@ -48,3 +48,15 @@ def test_unbalanced_sets_are_refused():
     features = np.zeros((5, 4))
     with pytest.raises(ValueError, match="same number"):
         class_verdict(features, labels, features, labels, draws=1, seed=0)
+
+
+def test_balanced_clips_of_a_second_set_avoid_the_first():
+    from navid.generation.evaluation import balanced_real_clips
+
+    labels = np.repeat(np.arange(10), 51)  # the demo's 51 training videos per class
+    real = balanced_real_clips(labels, 12, seed=0)
+    other = balanced_real_clips(labels, 12, seed=1, exclude=real)
+    assert not set(real) & set(other)  # independent draws would share about a fifth of the clips
+    assert np.array_equal(np.bincount(labels[other]), np.full(10, 12)) and len(set(other)) == 120
+    small = balanced_real_clips(np.repeat(np.arange(2), 3), 4, seed=0, exclude=[0, 1])  # 1 clip left in class 0
+    assert list(small[:4]) == [2, 2, 2, 2] and not {0, 1} & set(small)

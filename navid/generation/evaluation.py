@@ -280,17 +280,21 @@ def reference_features(
     return real_feats
 
 
-def balanced_real_clips(labels: Sequence[int], per_class: int, seed: int) -> np.ndarray:
-    """``per_class`` clip indices of every class (with replacement only where a class has fewer).
+def balanced_real_clips(labels: Sequence[int], per_class: int, seed: int,
+                        exclude: Sequence[int] = ()) -> np.ndarray:
+    """``per_class`` clip indices of every class, none of them in ``exclude`` (with replacement only where a class
+    has fewer).
 
     Small studies (the demo, the quality benchmark) use it so that every class has enough
-    clips for its row and column of the per-class FVD matrix.
+    clips for its row and column of the per-class FVD matrix; ``exclude`` keeps a second set
+    (the tokenizer's reconstructions of *other* real clips) apart from the first.
     """
     labels = np.asarray(labels)
+    allowed = np.ones(len(labels), dtype=bool)
+    allowed[np.asarray(exclude, dtype=np.int64)] = False
     rng = np.random.default_rng(seed)
-    picks = [rng.choice(np.flatnonzero(labels == c), size=per_class, replace=per_class > (labels == c).sum())
-             for c in np.unique(labels)]
-    return np.concatenate(picks)
+    pools = [np.flatnonzero((labels == c) & allowed) for c in np.unique(labels)]
+    return np.concatenate([rng.choice(pool, size=per_class, replace=per_class > len(pool)) for pool in pools])
 
 
 def score_features(gen_feats: np.ndarray, gen_labels: np.ndarray, real_feats: np.ndarray, real_labels: np.ndarray,
