@@ -21,6 +21,12 @@ def test_synth_then_info(tmp_path, capsys):
     assert info["classes"] == ["DiskSlide", "SquareSpin", "TriangleBounce"]
     assert info["splits"]["train"]["clips"] == 9 and info["splits"]["test"]["clips"] == 3
     assert info["splits"]["test"]["frames"] == {"min": 6, "median": 6.0, "mean": 6.0, "max": 6}
+    # an existing report is kept unless --overwrite
+    info_args = ["data", "info", "--root", str(out), "--json", str(report), "--cache-dir", str(tmp_path / "c")]
+    report.write_text("{}")
+    assert main(info_args) == 2 and report.read_text() == "{}"
+    assert "--json" in capsys.readouterr().err and main([*info_args, "--overwrite"]) == 0
+    assert json.loads(report.read_text())["num_classes"] == 3
 
 
 def test_user_errors_are_one_line(tmp_path, capsys):

@@ -48,6 +48,10 @@ def test_cli_ucf_root_chunks_vs_folder_and_stats_reuse(synth_root, fake_dir, tmp
     assert main(["fvd", "--real", str(tmp_path / "real.npz"), "--fake", str(fake_dir), "--num", "3",
                  "--frames", "16"]) == 2
     assert "differ in frames (10 vs 16)" in capsys.readouterr().err
+    # existing outputs are kept unless --overwrite
+    assert main([*args, "--json", str(tmp_path / "a.json")]) == 2
+    assert main([*args, "--save-real-stats", str(tmp_path / "real.npz")]) == 2
+    assert json.loads((tmp_path / "a.json").read_text()) == first
     i3d = load_i3d()
 
     def chunk(record):  # frames start..start+9; the 64x64 frames scaled to 128x128 (antialiased), kept as uint8

@@ -10,7 +10,7 @@ import numpy as np
 from navid.data.metadata_cache import load_video_metadata
 from navid.data.synthetic import synthesize_dataset
 from navid.data.ucf101 import load_index
-from navid.utils.atomic import prepare_output_dir, write_json_atomic
+from navid.utils.atomic import prepare_output_dir, refuse_existing_file, write_json_atomic
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--root", required=True, help="dataset root (class folders + ucfTrainTestlist/)")
     info.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="train/test fold")
     info.add_argument("--json", help="also write the summary to this JSON file")
+    info.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     info.add_argument("--cache-dir", default=None, help="metadata cache folder (default ~/.cache/navid)")
     info.set_defaults(func=run_info)
 
@@ -89,6 +90,7 @@ def format_info(s: dict) -> str:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    refuse_existing_file(args.json, args.overwrite)
     summary = dataset_info(args.root, fold=args.split, cache_dir=args.cache_dir)
     print(format_info(summary))
     if args.json:

@@ -9,7 +9,7 @@ import warnings
 from navid.metrics.fvd import kvd_from_features
 from navid.metrics.i3d import load_i3d
 from navid.metrics.sources import SourceOptions, source_stats
-from navid.utils.atomic import write_json_atomic
+from navid.utils.atomic import refuse_existing_file, write_json_atomic
 
 COMPARABLE_COUNT = 256
 
@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--save-real-stats", default=None, help="write the real side's statistics to this .npz")
     p.add_argument("--seed", type=int, default=42, help="seed drawing a UCF-101 root's chunks (reference code: 42)")
     p.add_argument("--json", default=None, help="write the result to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json / --save-real-stats")
     p.set_defaults(func=run)
 
 
@@ -47,6 +48,8 @@ def check_comparable(real: dict, fake: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_existing_file(args.json, args.overwrite)
+    refuse_existing_file(args.save_real_stats, args.overwrite, what="--save-real-stats")
     start = time.time()
     detector = load_i3d(args.weights)
     kw = dict(frames=args.frames, batch_size=args.batch_size, num=args.num, fold=args.fold, seed=args.seed,

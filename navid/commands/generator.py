@@ -229,12 +229,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from navid.utils.atomic import refuse_existing_file
     from navid.utils.distributed import distributed_run
 
     if args.num < 2:
         raise ValueError(f"--num must be at least 2 (FVD needs a covariance), got {args.num}")
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        raise FileExistsError(f"--json {args.json} exists; pass --overwrite to replace it")
+    refuse_existing_file(args.json, args.overwrite)
     with distributed_run(args.device) as ctx:
         args.device = str(ctx.device)  # under torchrun: this rank's pinned device
         return _evaluate(args)

@@ -141,10 +141,10 @@ def _clip_at(ds, i: int, start: int):
 
 def run_reconstruct(args: argparse.Namespace) -> int:
     """Under torchrun rank r reconstructs clips r, r + world, ...; the metrics are summed over ranks."""
+    from navid.utils.atomic import refuse_existing_file
     from navid.utils.distributed import distributed_run
 
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        raise FileExistsError(f"--json {args.json} exists; pass --overwrite to replace it")
+    refuse_existing_file(args.json, args.overwrite)
     with distributed_run(args.device) as ctx:
         return _reconstruct(args, ctx)
 

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 
 @contextlib.contextmanager
@@ -78,3 +78,9 @@ def prepare_output_dir(path: str | os.PathLike, overwrite: bool, what: str = "--
         raise FileExistsError(f"{what} {out} exists and is not empty; pass --overwrite to write into it")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def refuse_existing_file(path: Optional[str | os.PathLike], overwrite: bool, what: str = "--json") -> None:
+    """Stop before any work if the output file ``path`` exists and ``overwrite`` was not given."""
+    if path is not None and Path(path).exists() and not overwrite:
+        raise FileExistsError(f"{what} {path} exists; pass --overwrite to replace it")
