@@ -78,7 +78,11 @@ def test_sample_rejects_bad_input(trained, tmp_path, capsys):
     assert "unknown class 'Durian'" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert main([*base, "--classes", "7"]) == 2
     assert "0=Apple, 1=Banana, 2=Cherry" in capsys.readouterr().err
+    assert main([*base, "--classes", "1,banana"]) == 2  # one class twice: its clips would share file names
+    assert "class 1=Banana twice ('banana')" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert main([*base, "--per-class", "0"]) == 2
+    assert main([*base, "--fps", "0"]) == 2
+    assert "--fps must be positive" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert main([*base, "--top-p", "0"]) == 2
     assert main(["sample", "--generator", str(tokenizer), "--tokenizer", str(tokenizer),
                  "--out", str(tmp_path / "o")]) == 2

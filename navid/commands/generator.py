@@ -120,6 +120,8 @@ def run_sample(args: argparse.Namespace) -> int:
 
     if args.per_class <= 0:
         raise ValueError(f"--per-class must be positive, got {args.per_class}")
+    if args.fps <= 0:
+        raise ValueError(f"--fps must be positive, got {args.fps}")
     model, schedule, meta, tokenizer, sampling, device = _load_models(args)
     names = meta["class_names"]
     classes = resolve_classes(args.classes, args.all_classes, names)

@@ -73,7 +73,10 @@ def generate_batches(
 
 
 def resolve_classes(spec: Optional[str], all_classes: bool, class_names: Sequence[str]) -> list[int]:
-    """Class ids from ``--classes`` (comma-separated ids and/or names) or ``--all-classes``."""
+    """Class ids from ``--classes`` (comma-separated ids and/or names) or ``--all-classes``.
+
+    A class named twice (by id and by name, say) is an error: its clips would be written to the same files.
+    """
     if all_classes or spec is None:
         return list(range(len(class_names)))
     by_name = {name.lower(): i for i, name in enumerate(class_names)}
@@ -86,6 +89,8 @@ def resolve_classes(spec: Optional[str], all_classes: bool, class_names: Sequenc
         else:
             valid = ", ".join(f"{i}={name}" for i, name in enumerate(class_names))
             raise ValueError(f"unknown class '{item}'; valid classes (id=name): {valid}")
+        if ids[-1] in ids[:-1]:
+            raise ValueError(f"--classes names class {ids[-1]}={class_names[ids[-1]]} twice ('{item}')")
     return ids
 
 
