@@ -81,8 +81,24 @@ PLANS = {
 }
 
 
-class DemoStageError(RuntimeError):
-    """A stage's command failed; the message names the stage and the command."""
+class DemoStageError(ValueError):
+    """A stage's command failed; the message names the stage and the command. A ValueError, so the CLI reports
+    it in one line, under the stage's own error."""
+
+
+# What a demo run writes into --out; an --overwrite run removes them first, so no file of an earlier run (a
+# class grid of a larger plan, a stale report) stays beside the new ones.
+DEMO_OUTPUTS = ("data", "runs", "reconstructions", "tokens", "samples", "checkpoints", "tokenizer_reconstruction.json",
+                "report.md", "report.json")
+
+
+def _clear_previous_run(out: Path) -> None:
+    for name in DEMO_OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def _run_command(stage: str, argv: Sequence[str]) -> None:
@@ -143,7 +159,7 @@ def run_demo(
         raise ValueError(f"step counts must be positive, got {steps}")
     plan = dataclasses.replace(plan, **steps)
     out = prepare_output_dir(out, overwrite)
-    again = ["--overwrite"] if overwrite else []
+    _clear_previous_run(out)  # only with --overwrite: prepare_output_dir refused a non-empty folder otherwise
     data, ckpts = out / "data", out / "checkpoints"
     tokenizer_ckpt, generator_ckpt = ckpts / "tokenizer.ckpt", ckpts / "generator.ckpt"
     stages = _Stages(total=8)
@@ -156,22 +172,20 @@ def run_demo(
     def synth() -> None:
         from navid.data.synthetic import synthesize_dataset
 
-        if data.exists():
-            shutil.rmtree(data)  # only with --overwrite: prepare_output_dir refused otherwise
         synthesize_dataset(data, classes=plan.classes, videos_per_class=plan.videos_per_class, frames=plan.frames,
                            size=64, seed=seed)
 
     def tokenizer() -> None:
         run_dir = out / "runs" / "tokenizer"
         _run_command("tokenizer", [
-            "train-tokenizer", "--config", CONFIGS / "tokenizer" / "tiny.yaml", *again,
+            "train-tokenizer", "--config", CONFIGS / "tokenizer" / "tiny.yaml",
             f"data.root={data}", f"out_dir={run_dir}", f"seed={seed}",
             "trainer.max_time_minutes=null", f"trainer.max_steps={plan.tokenizer_steps}", *plan.tokenizer_overrides,
         ])
         _copy_atomic(run_dir / "tokenizer.pt", tokenizer_ckpt)
         _run_command("reconstruct", [
             "reconstruct", "--tokenizer", tokenizer_ckpt, "--data", data, "--split", "test",
-            "--out", out / "reconstructions", "--json", out / "tokenizer_reconstruction.json", *again,
+            "--out", out / "reconstructions", "--json", out / "tokenizer_reconstruction.json",
         ])
 
     def tokenize() -> None:
@@ -180,13 +194,13 @@ def run_demo(
         # class) were nearest their own real class; with them 60%.
         _run_command("tokenize", [
             "tokenize", "--tokenizer", tokenizer_ckpt, "--data", data, "--split", "train", "--out", out / "tokens",
-            "--clips-per-video", plan.clips_per_video, "--hflip", *again,
+            "--clips-per-video", plan.clips_per_video, "--hflip",
         ])
 
     def generator() -> None:
         run_dir = out / "runs" / "generator"
         _run_command("generator", [
-            "train", "--config", CONFIGS / "generator" / "tiny.yaml", *again,
+            "train", "--config", CONFIGS / "generator" / "tiny.yaml",
             f"data.tokens={out / 'tokens'}", f"out_dir={run_dir}", "model.schedule=nar", f"seed={seed}",
             "trainer.max_time_minutes=null", f"trainer.max_steps={plan.generator_steps}",
         ])
@@ -196,7 +210,7 @@ def run_demo(
         _run_command("sample", [
             "sample", "--generator", generator_ckpt, "--tokenizer", tokenizer_ckpt, "--all-classes",
             "--per-class", plan.samples_per_class, "--cfg", cfg_scale, "--temperature", temperature, "--top-k", top_k,
-            "--seed", seed, "--out", out / "samples", *again,
+            "--seed", seed, "--out", out / "samples",
         ])
 
     stages.run("synthesise the embedded UCF-101-layout dataset", synth)

@@ -66,16 +66,19 @@ def test_quick_demo_writes_report_samples_and_usable_checkpoints(tmp_path, capsy
     # Fixed step counts and fixed seeds: a second run gives the same checkpoints and the same report numbers.
     # "Same" is bit-exact here: the same machine, thread count and software run the same float operations in
     # the same order. Another machine (other CPU kernels, other thread counts) agrees only up to float rounding.
-    again = tmp_path / "again_demo"
-    assert main(["demo", "--quick", "--out", str(again)]) == 0
-    second = json.loads((again / "report.json").read_text())
-    assert _numbers(second, again) == _numbers(report, out)
+    # The second run goes into the same folder with --overwrite, which first removes the earlier run's outputs
+    # (a stale class grid must not stay beside the new ones) and keeps files that are not the demo's.
     weights = {"tokenizer.ckpt": lambda c: c["navid_tokenizer"]["state_dict"],
                "generator.ckpt": lambda c: c["state_dict"]}
+    first_states = {name: state_of(torch.load(out / "checkpoints" / name, weights_only=True))
+                    for name, state_of in weights.items()}
+    (out / "samples" / "grids" / "999_Stale.gif").write_bytes(b"an earlier run's grid")
+    (out / "notes.txt").write_text("mine")
+    assert main(["demo", "--quick", "--out", str(out), "--overwrite"]) == 0
+    second = json.loads((out / "report.json").read_text())
+    assert _numbers(second, out) == _numbers(report, out)
+    assert not (out / "samples" / "grids" / "999_Stale.gif").exists() and (out / "notes.txt").read_text() == "mine"
     for name, state_of in weights.items():
-        first_state, second_state = (
-            state_of(torch.load(d / "checkpoints" / name, weights_only=True)) for d in (out, again)
-        )
-        assert first_state.keys() == second_state.keys()
-        assert all(torch.equal(first_state[k], second_state[k]) for k in first_state), name
-
+        second_state = state_of(torch.load(out / "checkpoints" / name, weights_only=True))
+        assert first_states[name].keys() == second_state.keys()
+        assert all(torch.equal(first_states[name][k], second_state[k]) for k in second_state), name
