@@ -93,3 +93,52 @@ def test_sigkill_then_resume_reaches_the_same_final_step(tmp_path):
     # The resumed run started from the killed run's checkpoint, not from scratch.
     logged_steps = (out / "logs" / "version_1" / "metrics.csv").read_text().splitlines()[1:]
     assert min(int(line.split(",")[1]) for line in logged_steps if line) >= killed_at
+
+
+def test_checkpoint_on_an_epochs_last_batch_is_written_with_validation_on(tmp_path):
+    # 4 batches per epoch, a checkpoint every 4 steps, validation (every 100 steps) configured: Lightning's
+    # monitored checkpoint deferred the save at each epoch's end to a validation that never came.
+    from training_helpers import clip_loader, small_tokenizer_config
+
+    from navid.tokenizer.lightning_module import TokenizerModule
+    from navid.utils.training import build_trainer
+
+    cfg = small_tokenizer_config(tmp_path, "trainer.max_steps=6", "trainer.checkpoint_every_n_steps=4",
+                                 "trainer.val_every_n_steps=100", "trainer.limit_val_batches=1")
+    trainer = build_trainer(cfg.trainer, tmp_path)
+    trainer.fit(TokenizerModule(cfg), train_dataloaders=clip_loader(cfg, 8), val_dataloaders=clip_loader(cfg, 2))
+    assert _load(tmp_path / "checkpoints" / "step0000004.ckpt")["global_step"] == 4
+    assert _load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4
+
+
+def test_a_moved_run_keeps_writing_last_ckpt_and_its_time_limit_restarts(tmp_path):
+    # Lightning's checkpoint callback, resumed in another folder, wrote last-v1.ckpt and left last.ckpt (what
+    # --resume reads) at the old step; Lightning's max_time counted the earlier run's time, so a resumed run
+    # that had stopped on its limit trained no step.
+    import shutil
+
+    from training_helpers import clip_loader, small_tokenizer_config
+
+    from navid.tokenizer.lightning_module import TokenizerModule
+    from navid.utils.training import build_trainer
+
+    def fit(out, max_steps: int, resume: bool, minutes=None):
+        cfg = small_tokenizer_config(out, f"trainer.max_steps={max_steps}", "trainer.checkpoint_every_n_steps=2",
+                                     f"trainer.max_time_minutes={'null' if minutes is None else minutes}")
+        trainer = build_trainer(cfg.trainer, out)
+        ckpt = str(out / "checkpoints" / "last.ckpt") if resume else None
+        trainer.fit(TokenizerModule(cfg), train_dataloaders=clip_loader(cfg, 16), ckpt_path=ckpt)
+        return trainer.global_step
+
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    assert fit(first, 4, resume=False) == 4
+    shutil.copytree(first, moved)
+    assert fit(moved, 6, resume=True) == 6
+    names = sorted(p.name for p in (moved / "checkpoints").iterdir())  # the copied step 4 stays: not this run's
+    assert names == ["last.ckpt", "step0000004.ckpt", "step0000006.ckpt"]
+    assert _load(moved / "checkpoints" / "last.ckpt")["global_step"] == 6
+
+    timed = tmp_path / "timed"
+    stopped = fit(timed, 100_000, resume=False, minutes=0.01)
+    assert 0 < stopped < 100_000 and _load(timed / "checkpoints" / "last.ckpt")["global_step"] == stopped
+    assert fit(timed, 100_000, resume=True, minutes=0.01) > stopped  # the limit counts from this run's start

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Optional
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -99,6 +99,18 @@ class StopOnNonFiniteLoss(Callback):
             )
 
 
+class TimeLimitOfThisRun(Timer):
+    """``trainer.max_time_minutes``: stops the run after that long from its own start.
+
+    Lightning's ``max_time`` restores the time a checkpoint recorded, so after a time stop ``--resume``
+    would be at its limit at once and train no step; a cluster job given a per-job limit must get the
+    whole limit again.
+    """
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Ignore the elapsed time of earlier runs."""
+
+
 class CpuBf16WithoutOneDnn(Callback):
     """Trains without oneDNN kernels when bf16 autocast runs on the CPU.
 
@@ -143,17 +155,22 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
     """A Trainer with the configured logger, crash-safe checkpoints (``last.ckpt``), the
     non-finite loss stop and, if ``sample_every_n_steps`` is set, preview videos, all under ``out_dir``."""
     out = Path(out_dir)
+    # No monitor: with one, Lightning defers a save that falls on an epoch's last batch to the next validation,
+    # which under a step-based validation interval may come thousands of steps later or never. save_top_k=1
+    # then keeps the latest step file. No version counter: a resumed run whose folder moved would otherwise
+    # write last-v1.ckpt and leave last.ckpt, which --resume reads, at the old step.
     checkpoint = ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="step{step:07d}",
         auto_insert_metric_name=False,
         every_n_train_steps=cfg.checkpoint_every_n_steps,
         save_top_k=1,
-        monitor="step",
-        mode="max",
         save_last=True,
+        enable_version_counter=False,
     )
     all_callbacks = [checkpoint, StopOnNonFiniteLoss(), CpuBf16WithoutOneDnn(), StepTimeEstimate(), *callbacks]
+    if cfg.max_time_minutes:
+        all_callbacks.append(TimeLimitOfThisRun(duration={"minutes": cfg.max_time_minutes}))
     if cfg.sample_every_n_steps:
         all_callbacks.append(PreviewVideos(cfg.sample_every_n_steps, out))
     if cfg.progress_bar:
@@ -165,7 +182,6 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
         num_nodes=cfg.num_nodes,
         precision=cfg.precision,
         max_steps=cfg.max_steps,
-        max_time={"minutes": cfg.max_time_minutes} if cfg.max_time_minutes else None,
         log_every_n_steps=cfg.log_every_n_steps,
         gradient_clip_val=cfg.gradient_clip_val or None,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
