@@ -37,6 +37,7 @@ def test_train_resume_and_checkpoint_contents(trained, synth_root):
     ckpt = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4 and "navid_version" in ckpt and ckpt["config"]["model"]["channels"] == [32, 32]
     args = ["train-tokenizer", "--config", TINY, f"data.root={synth_root}", f"out_dir={trained}", *FAST]
+    assert main([*args, "trainer.max_steps=6", "optim.lr=1e-2", "--resume"]) == 2  # the optimizer keeps its lr
     assert main([*args, "trainer.max_steps=6", "--resume"]) == 0
     ckpt = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 6

@@ -66,6 +66,12 @@ def test_existing_output_needs_resume_or_overwrite(tmp_path, capsys):
     assert main([*argv, "--resume"]) == 0
     assert main(["train", "--resume", *tiny_overrides(cache, tmp_path / "none", steps=2)]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # the restored optimizer would keep the old learning rate while the run's config recorded the new one
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert main(["train", "--resume", *tiny_overrides(cache, tmp_path / "run", steps=4, **{"optim.lr": 1e-3})]) == 2
+    assert "optim.lr: 0.003 -> 0.001" in capsys.readouterr().err
+    assert (tmp_path / "run" / "config.yaml").read_text() == config
+    assert main(["train", "--resume", *tiny_overrides(cache, tmp_path / "run", steps=4)]) == 0  # more steps: fine
 
 
 @pytest.mark.slow

@@ -205,7 +205,7 @@ def run_train(args: argparse.Namespace) -> int:
     from navid.generation.schedule import build_schedule
     from navid.generation.lightning_module import train_generator
     from navid.utils.atomic import prepare_output_dir, write_text_atomic
-    from navid.utils.training import NonFiniteLossError
+    from navid.utils.training import NonFiniteLossError, check_resume_settings
     from lightning.pytorch.utilities import rank_zero_only
     from omegaconf import OmegaConf
 
@@ -215,6 +215,8 @@ def run_train(args: argparse.Namespace) -> int:
     out = Path(cfg.out_dir)
     # Under DDP every rank runs this command; only rank 0 judges and prepares the folder
     # (the others would find it already made by rank 0).
+    if args.resume:
+        check_resume_settings(out, to_dict(cfg), stored_at=("navid", "config"))
     if rank_zero_only.rank == 0:
         if not args.resume:
             prepare_output_dir(out, args.overwrite, what="out_dir")

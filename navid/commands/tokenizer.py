@@ -72,10 +72,11 @@ def _add_data_arguments(parser: argparse.ArgumentParser, default_split: str) -> 
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from navid.config import load_config
+    from navid.config import load_config, to_dict
     from navid.tokenizer.config import TokenizerTrainConfig
     from navid.tokenizer.lightning_module import train_tokenizer
     from navid.utils.atomic import prepare_output_dir
+    from navid.utils.training import check_resume_settings
 
     overrides = list(args.overrides)
     if args.max_time is not None:
@@ -84,6 +85,8 @@ def run_train(args: argparse.Namespace) -> int:
     out = Path(cfg.out_dir)
     if args.resume and not out.is_dir():
         raise FileNotFoundError(f"--resume: out_dir {out} does not exist")
+    if args.resume:
+        check_resume_settings(out, to_dict(cfg), stored_at=("config",))
     if not args.resume:
         prepare_output_dir(out, args.overwrite, what="out_dir")
     path = train_tokenizer(cfg, resume=args.resume)

@@ -222,6 +222,31 @@ def resume_checkpoint(out_dir: str | os.PathLike, resume: bool) -> Optional[str]
     return str(path)
 
 
+FIXED_ON_RESUME = ("model", "optim")  # what the checkpoint's weights and optimizer state were made with
+
+
+def check_resume_settings(out_dir: str | os.PathLike, current: dict, stored_at: tuple[str, ...]) -> None:
+    """Refuse ``--resume`` with other ``model.*`` / ``optim.*`` settings than ``last.ckpt`` was trained with.
+
+    Restoring the optimizer puts back the old learning rate, weight decay and betas, so new values would be
+    recorded in the run's config but not used; a new model shape would not load. ``stored_at`` is the key path
+    of the stored config in the checkpoint. The file is memory-mapped: only the config is read.
+    """
+    path = Path(out_dir) / "checkpoints" / LAST_CHECKPOINT
+    if not path.is_file():
+        return  # resume_checkpoint says so
+    stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    for key in stored_at:
+        stored = stored[key]
+    changed = [f"{section}.{key}: {old!r} -> {current[section].get(key)!r}"
+               for section in FIXED_ON_RESUME for key, old in stored[section].items()
+               if current[section].get(key) != old]
+    if changed:
+        raise ConfigError(f"--resume from {path}: these settings cannot change when resuming, the checkpoint's "
+                          f"weights and optimizer state were made with the old values ({'; '.join(changed)}); "
+                          "resume with them, or start a new run")
+
+
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
     """LR multiplier: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
     if step < warmup_steps:
