@@ -30,8 +30,29 @@ def test_cached_steps_equal_full_forward(kind, padded):
     1e-4: both paths do the same float32 arithmetic on O(1) activations, only in a different order
     (a block attends over its prefix vs the full masked sequence), so they differ by a few ulps.
     """
+    plan = _assert_cached_steps_equal_full_forward(kind, GRID, padded)
     schedule = build_schedule(kind, GRID)
+    assert len(set(plan.shapes())) < schedule.num_steps if padded else len(plan.shapes()) == schedule.num_steps
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("padded", [False, True], ids=["exact", "padded"])
+@pytest.mark.parametrize("kind, grid", [
+    ("nar", (2, 3, 5)), ("nar", (1, 1, 5)), ("nar", (1, 1, 1)), ("raster", (2, 3, 5)),
+    ("par4", (3, 2, 4)), ("par4", (1, 2, 2)), ("par4", (2, 2, 2)), ("par9", (2, 3, 6)),
+])
+def test_cached_steps_equal_full_forward_on_odd_and_edge_grids(kind, grid, padded):
+    """Odd sides, single-token planes, PAR with no group phase (1x2x2: every block one token) or no group after
+    the transition slots (2x2x2), and PAR with 3x3 regions; the tolerance is the one above, for the same reason."""
+    _assert_cached_steps_equal_full_forward(kind, grid, padded)
+
+
+def _assert_cached_steps_equal_full_forward(kind: str, grid: tuple, padded: bool):
+    """Every cached step's logits of a sampled grid equal the training path's for the targets it completes."""
+    schedule = build_schedule(kind, grid)
     model = random_model(kind)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.special_emb, std=1.0)  # transition slots must carry their own embedding
     labels = torch.tensor([0, 3, 5])  # 5 = null class
     tokens = sample(model, schedule, labels, SamplingConfig(seed=3)).tokens
     with torch.no_grad():
@@ -39,10 +60,10 @@ def test_cached_steps_equal_full_forward(kind, padded):
         plan = model.setup_cache(len(labels), schedule, padded=padded)
         flat = tokens.flatten(1)
         steps = [model.decode_step(flat, labels, block) for block in plan.blocks]
-    assert len(set(plan.shapes())) < schedule.num_steps if padded else len(plan.shapes()) == schedule.num_steps
     for b, logits in enumerate(steps):
         n = len(schedule.step_targets[b])
         torch.testing.assert_close(logits[:, :n], full[:, schedule.step_targets[b]], atol=1e-4, rtol=1e-4)
+    return plan
 
 
 def test_padded_layout_samples_the_same_tokens():
