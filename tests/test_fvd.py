@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 
 from navid.metrics.fvd import (
     FeatureStats, FrechetVideoDistance, extract_features, frechet_distance, fvd_from_features, kvd_from_features,
-    mean_cov, resize_for_i3d,
+    low_rank_frechet, mean_cov, resize_for_i3d,
 )
 from navid.metrics.i3d import load_i3d
 
@@ -76,6 +76,31 @@ def test_kvd_zero_in_expectation_and_positive_for_shift():
     a, b = rng.normal(size=(200, 400)), rng.normal(size=(200, 400))
     assert abs(kvd_from_features(a, b, subsets=20, subset_size=100)) < 0.05
     assert kvd_from_features(a, b + 1.0, subsets=20, subset_size=100) > 0.5
+
+
+def test_kvd_is_the_unbiased_cubic_kernel_mmd():
+    # One subset holding every row is a permutation of the whole sets, on which the unbiased MMD² does not
+    # depend; the reference sums the kernel pair by pair. Both are float64 sums of ~150 terms of size ~1:
+    # they agree to ~1e-13, and a linear or quadratic kernel would miss by more than the value itself.
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(12, 5)), rng.normal(size=(12, 5)) * 1.3 + 0.4
+    k = lambda x, y: (float(x @ y) / 5 + 1) ** 3  # noqa: E731
+    same = lambda s: sum(k(s[i], s[j]) for i in range(12) for j in range(12) if i != j) / (12 * 11)  # noqa: E731
+    reference = same(a) + same(b) - 2 * sum(k(x, y) for x in a for y in b) / 144
+    assert kvd_from_features(a, b, subsets=1, subset_size=12) == pytest.approx(reference, rel=1e-10)
+    assert abs(reference) > 0.1
+
+
+@pytest.mark.parametrize("n", [40, 500])  # fewer clips than features (the per-class case), and more
+def test_low_rank_frechet_equals_the_frechet_distance_of_the_covariances(n):
+    # The per-class FVD matrix uses it: Tr((S_a S_b)^1/2) as the singular values of A B^T, the same distance
+    # as the eigen-decomposition path, so the two agree within the round-off bound of the latter.
+    rng = np.random.default_rng(n)
+    a, b = rng.normal(size=(n, 400)), rng.normal(size=(n + 7, 400)) * 1.2 + 0.3
+    (mu_a, cov_a), (mu_b, cov_b) = mean_cov(a), mean_cov(b)
+    full = frechet_distance(mu_a, cov_a, mu_b, cov_b)
+    assert abs(low_rank_frechet(a, b) - full) <= 2 * sqrt_roundoff_bound(cov_a, cov_b)
+    assert full > 100 * sqrt_roundoff_bound(cov_a, cov_b)
 
 
 @pytest.fixture(scope="module")
