@@ -60,7 +60,23 @@ def test_reconstruct_and_tokenize(trained, synth_root, tmp_path):
     from navid.data.ucf101 import load_index
 
     test_clips = [f"{p.parent.name}/{p.name}" for p in load_index(synth_root, "test").clips]
-    assert r["clips"] == [test_clips[i] for i in sorted(random.Random(0).sample(range(len(test_clips)), 3))]
+    drawn = sorted(random.Random(0).sample(range(len(test_clips)), 3))
+    assert r["clips"] == [test_clips[i] for i in drawn]
+    # the metrics are those of the drawn clips' reconstructions, computed here the same way (one batch of 3)
+    from torchmetrics.image import StructuralSimilarityIndexMeasure
+
+    from navid.data.ucf101 import UCF101Clips
+    from navid.tokenizer.losses import psnr
+
+    clips = UCF101Clips(synth_root, "test", num_frames=8, resolution=32)
+    video = torch.stack([clips[i][0] for i in drawn])  # (3, C, T, H, W)
+    with torch.no_grad():
+        recon = load_tokenizer(tok_path).decode(load_tokenizer(tok_path).encode(video))
+    frames = lambda v: v.transpose(1, 2).flatten(0, 1)  # noqa: E731  (B*T, C, H, W)
+    ssim = StructuralSimilarityIndexMeasure(data_range=2.0)(frames(recon), frames(video))
+    # the same float32 arithmetic in the same batch; 1e-5 leaves room for another kernel order
+    assert r["psnr"] == pytest.approx(float(psnr(recon, video).double().mean()), rel=1e-5)
+    assert r["ssim"] == pytest.approx(float(ssim), rel=1e-5) and r["ssim"] < 0.99
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["recon_000.gif", "recon_001.gif"]
 
     cache = tmp_path / "cache"
