@@ -11,7 +11,8 @@ import torch
 from generator_helpers import make_tokenizer, synthetic_generator, tiny_overrides
 from navid.cli import main
 from navid.data.token_cache import write_token_cache
-from navid.data.video_io import read_video
+from navid.data.video_io import read_video, tensor_to_frames
+from navid.tokenizer.checkpoint import load_tokenizer
 
 CLASSES = ["Apple", "Banana", "Cherry"]
 
@@ -45,6 +46,14 @@ def test_sample_writes_videos_grids_tokens_and_settings(trained, tmp_path):
     ]
     saved = torch.load(out / "tokens.pt", weights_only=True)
     assert saved["tokens"].shape == (4, 4, 4, 4) and saved["labels"].tolist() == [0, 0, 2, 2]
+    # each video is its own token grid decoded. H.264 is lossy on the random tokenizer's noisy clips (mean squared
+    # error ~760 against its own decode), but the others' decodes lie ~3x farther (~2,400-2,900).
+    with torch.no_grad():
+        decoded = [tensor_to_frames(v).astype(np.float64) for v in load_tokenizer(tokenizer).decode(
+            saved["tokens"])]
+    for i, name in enumerate(info["videos"]):
+        errors = [np.mean((read_video(out / name).astype(np.float64) - d) ** 2) for d in decoded]
+        assert int(np.argmin(errors)) == i, errors
 
     # Same seed and batch size, same tokens.
     again = tmp_path / "again"
