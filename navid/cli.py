@@ -23,7 +23,7 @@ COMMAND_MODULES = (
     "navid.commands.demo",
 )
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +46,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         result = args.func(args)
     except USER_ERRORS as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"navid {args.command}: error: {message}", file=sys.stderr)
+        print(f"navid {args.command}: error: {err}", file=sys.stderr)
         return 2
     return int(result or 0)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Type, TypeVar
+from typing import Any, List, Optional, Sequence, Type, TypeVar
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -30,10 +30,14 @@ def _describe(err: OmegaConfBaseException) -> str:
 
 
 def _merge(base: Any, other: Any, source: str) -> Any:
+    if not OmegaConf.is_dict(other):
+        raise ConfigError(f"{source}: expected a mapping of keys to values, got a {type(other).__name__}")
     try:
         return OmegaConf.merge(base, other)
     except OmegaConfBaseException as err:
         raise ConfigError(f"{source}: {_describe(err)}") from None
+    except TypeError as err:  # omegaconf: a list given element by element (key.0=...) meets the whole list
+        raise ConfigError(f"{source}: {err}; give a list value whole, e.g. key=[a,b]") from None
 
 
 def parse_overrides(overrides: Sequence[str]) -> Any:
@@ -127,8 +131,11 @@ class TrainerConfig:
             raise ValueError(f"key 'trainer.max_steps' must be positive, got {self.max_steps}")
         if self.num_nodes <= 0:
             raise ValueError(f"key 'trainer.num_nodes' must be positive, got {self.num_nodes}")
-        if self.checkpoint_every_n_steps <= 0:
-            raise ValueError("key 'trainer.checkpoint_every_n_steps' must be positive")
+        for key in ("checkpoint_every_n_steps", "val_every_n_steps", "accumulate_grad_batches", "log_every_n_steps"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"key 'trainer.{key}' must be positive, got {getattr(self, key)}")
+        if self.limit_val_batches < 0:
+            raise ValueError(f"key 'trainer.limit_val_batches' must be >= 0, got {self.limit_val_batches}")
         if self.precision in HALF_WEIGHT_PRECISIONS:
             raise ValueError(
                 f"key 'trainer.precision': '{self.precision}' keeps the weights and their EMA copy in half "
@@ -151,7 +158,7 @@ class OptimConfig:
 
     lr: float = 3e-4
     weight_decay: float = 0.05
-    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
     ema_decay: float = 0.999

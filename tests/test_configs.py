@@ -55,3 +55,25 @@ def test_settings_that_break_the_ema_are_refused_with_the_key_named(override, me
         with pytest.raises(ConfigError, match=message):
             load_config(schema, path, [*required, override])
         assert load_config(schema, path, [*required, "trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.betas.0=0.5", "give a list value whole"),
+    ("optim.betas=[0.9,foo]", "betas"),
+    ("trainer.val_every_n_steps=0", "key 'trainer.val_every_n_steps' must be positive"),
+    ("trainer.accumulate_grad_batches=0", "key 'trainer.accumulate_grad_batches' must be positive"),
+    ("trainer.limit_val_batches=-1", "key 'trainer.limit_val_batches' must be >= 0"),
+])
+def test_bad_values_fail_when_the_config_loads_not_mid_training(override, message):
+    from navid.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(GeneratorTrainConfig, CONFIGS / "generator" / "tiny.yaml", ["data.tokens=TOKENS", override])
+
+
+def test_a_yaml_file_that_is_not_a_mapping_names_the_file(tmp_path):
+    from navid.config import ConfigError
+
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=r"list.yaml: expected a mapping"):
+        load_config(GeneratorTrainConfig, tmp_path / "list.yaml", ["data.tokens=TOKENS"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -29,7 +30,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp makes 0600; outputs get the usual mode
+        # mkstemp makes 0600: a new output gets the usual mode, a replaced one keeps its own
+        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o666 & ~_current_umask()
+        os.chmod(tmp_path, mode)
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -59,10 +62,14 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 
 def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` straight into the temporary file next to ``path`` (flushed to disk before the rename)."""
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def prepare_output_dir(path: str | os.PathLike, overwrite: bool, what: str = "--out") -> Path:

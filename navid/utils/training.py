@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from navid.config import ConfigError, OptimConfig, TrainerConfig
-from navid.utils.atomic import atomic_path
+from navid.utils.atomic import torch_save_atomic
 from navid.utils.previews import PreviewVideos
 from navid.utils.step_estimate import StepTimeEstimate
 
@@ -28,15 +28,18 @@ LAST_CHECKPOINT = "last.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file and renames it into place.
+    """Writes each checkpoint to a temporary file next to it, flushes it to disk and renames it into place.
 
     A crash or SIGKILL mid-write therefore never leaves a truncated ``last.ckpt``: the
-    previous complete checkpoint stays until the new one is whole.
+    previous complete checkpoint stays until the new one is whole. Lightning's own save would first
+    write the whole checkpoint into ``$TMPDIR`` (often a small or RAM-backed disk on cluster nodes),
+    where a killed save is left behind, and hold a second copy of it in memory.
     """
 
     def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Optional[Any] = None) -> None:
-        with atomic_path(path) as tmp:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        torch_save_atomic(checkpoint, path)
 
 
 class NonFiniteLossError(FloatingPointError):
