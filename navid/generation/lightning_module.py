@@ -31,7 +31,7 @@ from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
 from navid.tokenizer.model import VideoTokenizer
 from navid.utils.ema import StepEMA
 from navid.utils.training import (
-    LAST_CHECKPOINT, adamw_with_schedule, build_trainer, is_logging_step, resume_checkpoint, seed_rank,
+    adamw_with_schedule, build_trainer, is_logging_step, last_checkpoint, resume_checkpoint, seed_rank,
 )
 
 
@@ -177,7 +177,7 @@ def train_generator(cfg: GeneratorTrainConfig, resume: bool = False) -> Path:
         module.preview_decoder = (preview_tokenizer(cfg, data.cache.meta),)
     trainer = build_trainer(cfg.trainer, cfg.out_dir)
     trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume), weights_only=True)
-    last = Path(cfg.out_dir) / "checkpoints" / LAST_CHECKPOINT
+    last = last_checkpoint(cfg.out_dir)
     trainer.save_checkpoint(last, weights_only=False)
     return last
 

@@ -13,7 +13,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, BinaryIO, Iterator, Optional
 
 
 @contextlib.contextmanager
@@ -45,12 +45,18 @@ def _current_umask() -> int:
     return mask
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """An open binary file in :func:`atomic_path`'s place, flushed to disk before it is renamed onto ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -65,11 +71,8 @@ def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` straight into the temporary file next to ``path`` (flushed to disk before the rename)."""
     import torch
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_file(path) as f:
+        torch.save(obj, f)
 
 
 def prepare_output_dir(path: str | os.PathLike, overwrite: bool, what: str = "--out") -> Path:

@@ -212,6 +212,11 @@ def seed_rank(seed: int, global_rank: int) -> None:
         torch.manual_seed(seed + global_rank)
 
 
+def last_checkpoint(out_dir: str | os.PathLike) -> Path:
+    """``out_dir/checkpoints/last.ckpt``: the latest state of a run, what ``--resume`` continues from."""
+    return Path(out_dir) / "checkpoints" / LAST_CHECKPOINT
+
+
 def resume_checkpoint(out_dir: str | os.PathLike, resume: bool) -> Optional[str]:
     """Path of ``out_dir/checkpoints/last.ckpt`` when resuming, else ``None``.
 
@@ -219,7 +224,7 @@ def resume_checkpoint(out_dir: str | os.PathLike, resume: bool) -> Optional[str]
     """
     if not resume:
         return None
-    path = Path(out_dir) / "checkpoints" / LAST_CHECKPOINT
+    path = last_checkpoint(out_dir)
     if not path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {path}")
     return str(path)
@@ -235,7 +240,7 @@ def check_resume_settings(out_dir: str | os.PathLike, current: dict, stored_at: 
     recorded in the run's config but not used; a new model shape would not load. ``stored_at`` is the key path
     of the stored config in the checkpoint. The file is memory-mapped: only the config is read.
     """
-    path = Path(out_dir) / "checkpoints" / LAST_CHECKPOINT
+    path = last_checkpoint(out_dir)
     if not path.is_file():
         return  # resume_checkpoint says so
     stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
