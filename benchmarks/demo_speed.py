@@ -67,7 +67,7 @@ def tokenizer_step(data: Path, out: Path, steps: int, skip: int) -> dict:
         "trainer.max_time_minutes=null", "trainer.progress_bar=false", "trainer.val_every_n_steps=100000",
     ])
     L.seed_everything(0, verbose=False)
-    return _fit(TokenizerModule(cfg), VideoDataModule(cfg.data), cfg.trainer, out / "tokenizer", skip)
+    return _fit(TokenizerModule(cfg), VideoDataModule(cfg.data, seed=cfg.seed), cfg.trainer, out / "tokenizer", skip)
 
 
 def generator_step(classes: int, out: Path, steps: int, skip: int) -> dict:

@@ -43,6 +43,65 @@ def test_resume_continues_step_count_and_optimizer(tmp_path):
         torch.testing.assert_close(resumed["state_dict"][name], value, atol=1e-5, rtol=1e-4, msg=name)
 
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop, every, workers, accumulate, validate", [
+    (4, 10, 0, 1, False),  # inside the second epoch, from the checkpoint written when the run stopped
+    (6, 3, 2, 1, False),  # the periodic checkpoint on an epoch's last batch, with loader workers
+    (2, 10, 0, 2, False),  # two batches a step; the run stopped on an epoch's last batch
+    (3, 10, 0, 2, False),  # two batches a step; stopped inside an epoch
+    (4, 2, 0, 1, True),  # validation right after the checkpoint's step
+])
+def test_a_resumed_run_trains_on_the_batches_of_the_uninterrupted_run(tmp_path, stop, every, workers, accumulate,
+                                                                     validate):
+    # 14 training clips in batches of 4: 3 batches an epoch, 2 clips left out of each; label dropout is on. Before,
+    # the resumed run restarted its epoch (and, seeded again, repeated the first run's orders), and a checkpoint
+    # written when fit ended resumed with another accumulation phase: other batches and steps, other weights.
+    import shutil
+
+    cache = make_token_cache(tmp_path / "cache", num_clips=18 if validate else 14, num_classes=3)
+    common = {"optim.min_lr_ratio": 1.0, "model.overrides.class_dropout": 0.5, "data.num_workers": workers,
+              "trainer.accumulate_grad_batches": accumulate, "trainer.checkpoint_every_n_steps": every}
+    if validate:
+        common.update({"data.val_fraction": 0.2, "trainer.val_every_n_steps": 2})
+    steps = 11 // accumulate
+    full = _load(train_generator(tiny_config(cache, tmp_path / "full", steps=steps, **common)))
+
+    split = tmp_path / "split"
+    train_generator(tiny_config(cache, split, steps=stop + 1 if every < stop else stop, **common))
+    if every < stop:  # resume from the periodic checkpoint, as after a crash, not from the final one
+        shutil.copy(split / "checkpoints" / f"step{stop:07d}.ckpt", split / "checkpoints" / "last.ckpt")
+    assert _load(split / "checkpoints" / "last.ckpt")["global_step"] == stop
+    resumed = _load(train_generator(tiny_config(cache, split, steps=steps, **common), resume=True))
+    # float32 round-off of the same steps stays below 1e-6; one other batch moves weights by ~lr = 3e-3
+    for name, value in full["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][name], value, atol=1e-5, rtol=1e-4, msg=name)
+
+
+
+@pytest.mark.slow
+def test_a_resumed_tokenizer_run_trains_on_the_clips_of_the_uninterrupted_run(synth_root, tmp_path):
+    # 12 training videos in batches of 2, clips of 4 of their 20 frames from a random start, flipped at random,
+    # loaded by 2 workers: a resumed run must cut and flip the same clips in the same order.
+    from training_helpers import small_tokenizer_config
+
+    from navid.tokenizer.lightning_module import train_tokenizer
+
+    def fit(out, steps: int, resume: bool = False) -> dict:
+        cfg = small_tokenizer_config(out, f"data.root={synth_root}", f"data.cache_dir={tmp_path}", "data.num_workers=2",
+                                     f"trainer.max_steps={steps}", "trainer.checkpoint_every_n_steps=100",
+                                     "optim.min_lr_ratio=1.0")
+        train_tokenizer(cfg, resume=resume)
+        return _load(out / "checkpoints" / "last.ckpt")
+
+    full = fit(tmp_path / "full", 9)
+    assert fit(tmp_path / "split", 4)["global_step"] == 4
+    resumed = fit(tmp_path / "split", 9, resume=True)
+    # one other clip or flip moves weights by ~lr; float32 round-off of the same steps stays below 1e-6
+    for name, value in full["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][name], value, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_nan_loss_stops_training_naming_the_step(tmp_path, capsys):
     cache = make_token_cache(tmp_path / "cache")
     # A learning rate of 1e36 makes the logits overflow within a few steps: a real divergence.
@@ -114,7 +173,7 @@ def test_checkpoint_on_an_epochs_last_batch_is_written_with_validation_on(tmp_pa
     trainer = build_trainer(cfg.trainer, tmp_path)
     trainer.fit(TokenizerModule(cfg), train_dataloaders=clip_loader(cfg, 8), val_dataloaders=clip_loader(cfg, 2))
     assert _load(tmp_path / "checkpoints" / "step0000004.ckpt")["global_step"] == 4
-    assert _load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert _load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 6  # where the run stopped
 
 
 def test_a_moved_run_keeps_writing_last_ckpt_and_its_time_limit_restarts(tmp_path):

@@ -8,6 +8,7 @@ from typing import Optional
 import lightning as L
 from torch.utils.data import DataLoader
 
+from navid.data.resumable_order import training_loader
 from navid.data.ucf101 import BAD_FILE_POLICIES, UCF101Clips
 
 
@@ -44,9 +45,10 @@ class VideoDataModule(L.LightningDataModule):
     so worker processes inherit them instead of re-probing files.
     """
 
-    def __init__(self, cfg: DataConfig) -> None:
+    def __init__(self, cfg: DataConfig, seed: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
+        self.seed = seed  # of the training order (:mod:`navid.data.resumable_order`)
         self.train_set: Optional[UCF101Clips] = None
         self.val_set: Optional[UCF101Clips] = None
 
@@ -74,17 +76,12 @@ class VideoDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def _loader(self, dataset: UCF101Clips, shuffle: bool) -> DataLoader:
-        workers = self.cfg.num_workers
-        return DataLoader(
-            dataset, batch_size=self.cfg.batch_size, shuffle=shuffle, num_workers=workers,
-            drop_last=shuffle and len(dataset) >= self.cfg.batch_size, persistent_workers=workers > 0,
-        )
-
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.train_set, shuffle=True)
+        return training_loader(self.train_set, self.cfg.batch_size, self.cfg.num_workers, self.seed, self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.val_set, shuffle=False)
+        workers = self.cfg.num_workers
+        return DataLoader(self.val_set, batch_size=self.cfg.batch_size, num_workers=workers,
+                          persistent_workers=workers > 0)

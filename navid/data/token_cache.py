@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from navid import __version__
+from navid.data.resumable_order import training_loader
 from navid.utils.atomic import atomic_path, write_json_atomic
 
 CACHE_FORMAT = "navid-token-cache/1"
@@ -275,22 +276,14 @@ class TokenCacheDataModule(L.LightningDataModule):
         self.cache = TokenCache(root, expected_fingerprint)
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.seed = seed  # of the validation split and the training order (:mod:`navid.data.resumable_order`)
         train_rows, val_rows = split_rows(self.cache, val_fraction, seed)
         self.train_set = Subset(self.cache, train_rows)
         self.val_set = Subset(self.cache, val_rows)
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) >= self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return training_loader(self.train_set, self.batch_size, self.num_workers, self.seed, self.trainer)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)

@@ -23,6 +23,7 @@ from navid import __version__
 from navid.config import ConfigError, to_dict
 from navid.data.token_cache import TokenCacheDataModule
 from navid.generation.checkpoint import CHECKPOINT_FORMAT, build_transformer
+from navid.data.resumable_order import batch_generator
 from navid.generation.config import GeneratorTrainConfig
 from navid.generation.sampler import SamplingConfig, sample
 from navid.generation.schedule import Schedule, build_schedule
@@ -100,7 +101,8 @@ class GeneratorModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         tokens, labels = batch  # (B, T, H, W), (B,)
-        labels = drop_labels(labels, self.model.cfg.class_dropout, self.model.cfg.num_classes)
+        draws = batch_generator(self.device, self.cfg.seed, self.global_rank, self.trainer.fit_loop.total_batch_idx)
+        labels = drop_labels(labels, self.model.cfg.class_dropout, self.model.cfg.num_classes, draws)
         loss, logits = self._loss(self.model, tokens, labels)
         if is_logging_step(self.trainer):
             targets = tokens.flatten(1)  # (B, N)
@@ -177,9 +179,7 @@ def train_generator(cfg: GeneratorTrainConfig, resume: bool = False) -> Path:
         module.preview_decoder = (preview_tokenizer(cfg, data.cache.meta),)
     trainer = build_trainer(cfg.trainer, cfg.out_dir)
     trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume), weights_only=True)
-    last = last_checkpoint(cfg.out_dir)
-    trainer.save_checkpoint(last, weights_only=False)
-    return last
+    return last_checkpoint(cfg.out_dir)
 
 
 

@@ -48,7 +48,7 @@ from navid.utils.ema import StepEMA
 import dataclasses
 
 from navid.data.datamodule import VideoDataModule
-from navid.utils.training import adamw_with_schedule, build_trainer, last_checkpoint, resume_checkpoint, seed_rank
+from navid.utils.training import adamw_with_schedule, build_trainer, resume_checkpoint, seed_rank
 
 
 class TokenizerModule(L.LightningModule):
@@ -221,7 +221,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False) -> Path:
     from navid.tokenizer.checkpoint import save_tokenizer
 
     L.seed_everything(cfg.seed, workers=True)
-    data = VideoDataModule(cfg.data)
+    data = VideoDataModule(cfg.data, seed=cfg.seed)
     module = TokenizerModule(cfg)
     trainer_cfg = cfg.trainer
     if module.use_gan:  # manual optimization clips gradients itself
@@ -229,5 +229,4 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False) -> Path:
         trainer_cfg = dataclasses.replace(trainer_cfg, gradient_clip_val=0.0, strategy=strategy)
     trainer = build_trainer(trainer_cfg, cfg.out_dir)
     trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume))
-    trainer.save_checkpoint(last_checkpoint(cfg.out_dir), weights_only=False)
     return save_tokenizer(module.ema, Path(cfg.out_dir) / "tokenizer.pt")

@@ -10,12 +10,13 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -102,16 +103,65 @@ class StopOnNonFiniteLoss(Callback):
             )
 
 
-class TimeLimitOfThisRun(Timer):
-    """``trainer.max_time_minutes``: stops the run after that long from its own start.
+class StepEndCallback(Callback):
+    """Calls :meth:`on_step_end` after each training batch that ended an optimizer step.
+
+    Under gradient accumulation the other batches leave gradients half-summed, which a checkpoint does
+    not hold: a run may stop, and be resumed exactly, only where a step ended.
+    """
+
+    _step_at_batch_start = 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._step_at_batch_start = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.global_step != self._step_at_batch_start:
+            self.on_step_end(trainer)
+
+    def on_step_end(self, trainer: L.Trainer) -> None:
+        raise NotImplementedError
+
+
+class TimeLimitOfThisRun(StepEndCallback):
+    """``trainer.max_time_minutes``: stops the run at the first step end that long after its own start.
 
     Lightning's ``max_time`` restores the time a checkpoint recorded, so after a time stop ``--resume``
     would be at its limit at once and train no step; a cluster job given a per-job limit must get the
-    whole limit again.
+    whole limit again. Rank 0's clock decides for all ranks.
     """
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Ignore the elapsed time of earlier runs."""
+    def __init__(self, minutes: float) -> None:
+        self.seconds = 60.0 * minutes
+        self._start = time.monotonic()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.monotonic()
+
+    def on_step_end(self, trainer: L.Trainer) -> None:
+        if trainer.strategy.broadcast(time.monotonic() - self._start >= self.seconds):
+            trainer.should_stop = True
+
+
+class LastCheckpoint(StepEndCallback):
+    """Writes ``last.ckpt`` every ``every_n_steps`` steps and at the step where the run stops (``max_steps``
+    reached or a stop requested), what ``--resume`` continues from.
+
+    Always inside the step, in the state of Lightning's periodic checkpoints. Lightning's own
+    ``save_last`` also writes the file when ``fit`` ends and after validation, and resumes those as if
+    the epoch in progress had ended: its batch count and accumulation phase would then be off the
+    uninterrupted run's.
+    """
+
+    def __init__(self, path: Path, every_n_steps: int) -> None:
+        self.path, self.every_n_steps = path, every_n_steps
+
+    def on_step_end(self, trainer: L.Trainer) -> None:
+        stops = trainer.should_stop or trainer.global_step >= trainer.max_steps
+        if stops or trainer.global_step % self.every_n_steps == 0:
+            trainer.save_checkpoint(self.path, weights_only=False)
 
 
 class CpuBf16WithoutOneDnn(Callback):
@@ -168,12 +218,13 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
         auto_insert_metric_name=False,
         every_n_train_steps=cfg.checkpoint_every_n_steps,
         save_top_k=1,
-        save_last=True,
+        save_last=False,  # LastCheckpoint writes last.ckpt
         enable_version_counter=False,
     )
     all_callbacks = [checkpoint, StopOnNonFiniteLoss(), CpuBf16WithoutOneDnn(), StepTimeEstimate(), *callbacks]
     if cfg.max_time_minutes:
-        all_callbacks.append(TimeLimitOfThisRun(duration={"minutes": cfg.max_time_minutes}))
+        all_callbacks.append(TimeLimitOfThisRun(cfg.max_time_minutes))
+    all_callbacks.append(LastCheckpoint(last_checkpoint(out), cfg.checkpoint_every_n_steps))  # after the limit
     if cfg.sample_every_n_steps:
         all_callbacks.append(PreviewVideos(cfg.sample_every_n_steps, out))
     if cfg.progress_bar:
@@ -204,9 +255,10 @@ def seed_rank(seed: int, global_rank: int) -> None:
     """Give each rank its own torch random stream when fitting starts.
 
     ``seed_everything(seed)`` seeds every rank alike, which the model's initialisation needs; draws made
-    during training (label dropout, and clip starts and flips in a main-process data loader) would then
-    repeat across ranks. Rank 0 keeps the stream it has, so a one-process run is unchanged; rank r > 0
-    restarts its stream from ``seed + r``.
+    during training from the global stream (the VQ codebook's dead-code restarts) would then repeat across
+    ranks. Rank 0 keeps the stream it has, so a one-process run is unchanged; rank r > 0 restarts its
+    stream from ``seed + r``. (Training items and label dropout draw from streams of their own:
+    :mod:`navid.data.resumable_order`.)
     """
     if global_rank:
         torch.manual_seed(seed + global_rank)

@@ -1,0 +1,127 @@
+"""The training sample order, continued exactly by a resumed run.
+
+A shuffled loader draws each epoch's order from the global random stream, and Lightning can only
+restart an interrupted epoch's loader from its first batch. After ``--resume`` a run would therefore
+see the start of an epoch again and miss its end, and (with the stream seeded again) repeat the first
+run's orders; on a cluster whose jobs are requeued more often than an epoch lasts, the end of every
+epoch would never be trained on.
+
+Here the order of epoch ``e`` is a permutation seeded by ``(seed, e)`` alone, the same on every rank,
+each rank taking its share (torch's :class:`~torch.utils.data.DistributedSampler`), and a resumed run
+leaves out the batches its checkpoint had consumed, so it trains on the batches the uninterrupted
+run would have. The random draws that make a training item (a clip's start frame and flip) are seeded
+by the item's index and epoch (:class:`KeyedDraws`), and those made per batch (label dropout) by the
+batch's place in the run (:func:`batch_generator`), so they repeat exactly too, whatever the number
+of loader workers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple, Optional
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+
+def seed_of(*key: int) -> int:
+    """A 64-bit seed mixed from integers (numpy's SeedSequence): nearby keys give unrelated streams."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0])
+
+
+class SampleKey(NamedTuple):
+    """What the sampler yields: the item, and the epoch whose draws it is made with."""
+
+    index: int
+    epoch: int
+
+
+class KeyedDraws(Dataset):
+    """``dataset`` indexed by :class:`SampleKey`: each item is made with torch's CPU random stream seeded by
+    ``(seed, epoch, index)``, in whichever process loads it; the caller's stream is left as it was."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: SampleKey):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed_of(self.seed, key.epoch, key.index))
+            return self.dataset[key.index]
+
+
+@dataclass(frozen=True)
+class OrderPosition:
+    """Where a run stands in its sample order: ``batches`` of epoch ``epoch`` consumed."""
+
+    epoch: int
+    batches: int
+
+
+def resume_position(trainer: Optional[L.Trainer], batches_per_epoch: int) -> OrderPosition:
+    """The position of the run ``trainer`` is fitting: (0, 0) for a fresh run.
+
+    Lightning restores its loops' progress from the checkpoint before it asks for the train loader. Its
+    count of all training batches fetched is the position; its epoch count is not: a checkpoint written
+    when ``max_steps`` ended a run inside an epoch records that epoch as finished.
+    """
+    consumed = trainer.fit_loop.epoch_loop.batch_progress.total.ready if trainer is not None else 0
+    return OrderPosition(epoch=consumed // batches_per_epoch, batches=consumed % batches_per_epoch)
+
+
+class ResumableShuffleSampler(DistributedSampler):
+    """Seeded per-epoch shuffle, split over the ranks, whose first pass starts at an :class:`OrderPosition`.
+
+    Yields :class:`SampleKey` items for a :class:`KeyedDraws` dataset. Each pass over the sampler is the
+    next epoch: it counts its passes itself and ignores
+    :meth:`set_epoch`: Lightning's epoch number after a resume depends on where the checkpoint was
+    written (see :func:`resume_position`). Under DDP, Lightning keeps a
+    :class:`~torch.utils.data.DistributedSampler` as it is (no sampler replacement).
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, num_replicas: int = 1, rank: int = 0, batch_size: int = 1,
+                 start: OrderPosition = OrderPosition(0, 0)) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.epoch = start.epoch
+        self._skip = start.batches * batch_size  # samples of this rank's share the first pass leaves out
+
+    def set_epoch(self, epoch: int) -> None:
+        """Ignored: the sampler counts its own passes."""
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        order = [SampleKey(index, self.epoch) for index in list(super().__iter__())[self._skip:]]
+        self._skip = 0
+        self.epoch += 1
+        return iter(order)
+
+
+def training_loader(dataset: Dataset, batch_size: int, num_workers: int, seed: int,
+                    trainer: Optional[L.Trainer]) -> DataLoader:
+    """A shuffled training loader for this rank of ``trainer``'s run, continuing its order when resumed.
+
+    Incomplete batches are dropped unless the rank's share is smaller than one batch.
+    """
+    num_replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+    share = math.ceil(len(dataset) / num_replicas)  # samples per rank and epoch
+    drop_last = share >= batch_size
+    batches_per_epoch = share // batch_size if drop_last else 1
+    sampler = ResumableShuffleSampler(dataset, seed, num_replicas, rank, batch_size,
+                                      start=resume_position(trainer, batches_per_epoch))
+    return DataLoader(KeyedDraws(dataset, seed), batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                      num_workers=num_workers, persistent_workers=num_workers > 0,
+                      generator=torch.Generator().manual_seed(seed))  # its worker seeds: not the global stream
+
+
+def batch_generator(device: torch.device, seed: int, rank: int, batch_index: int) -> torch.Generator:
+    """A random generator for one training batch, seeded by the batch's place in the run (``batch_index``:
+    Lightning's count of training batches before it, which a resumed run continues).
+
+    A resumed run draws for each batch what the uninterrupted run drew for it, whatever the global
+    random stream did since.
+    """
+    return torch.Generator(device=device).manual_seed(seed_of(seed, rank, batch_index))
