@@ -79,6 +79,25 @@ def test_a_resumed_run_trains_on_the_batches_of_the_uninterrupted_run(tmp_path, 
 
 
 
+
+@pytest.mark.slow
+def test_a_run_stopped_by_its_time_limit_stops_at_a_step_end_and_resumes_exactly(tmp_path, capsys):
+    # Two batches a step and a limit that has passed by the first batch's end: the stop waits for the step to end
+    # (Lightning's max_time stopped inside the accumulation, whose half-summed gradients no checkpoint holds).
+    cache = make_token_cache(tmp_path / "cache", num_clips=14, num_classes=3)
+    common = {"optim.min_lr_ratio": 1.0, "model.overrides.class_dropout": 0.5,
+              "trainer.accumulate_grad_batches": 2, "trainer.checkpoint_every_n_steps": 100}
+    full = _load(train_generator(tiny_config(cache, tmp_path / "full", steps=5, **common)))
+    split = tmp_path / "split"
+    stopped = _load(train_generator(tiny_config(cache, split, steps=5, **common, **{"trainer.max_time_minutes": 1e-9})))
+    assert stopped["global_step"] == 1
+    assert stopped["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["ready"] == 2
+    assert "max_time_minutes=1e-09 reached: stopping at step 1" in capsys.readouterr().out
+    resumed = _load(train_generator(tiny_config(cache, split, steps=5, **common), resume=True))
+    for name, value in full["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][name], value, atol=1e-5, rtol=1e-4, msg=name)
+
+
 @pytest.mark.slow
 def test_a_resumed_tokenizer_run_trains_on_the_clips_of_the_uninterrupted_run(synth_root, tmp_path):
     # 12 training videos in batches of 2, clips of 4 of their 20 frames from a random start, flipped at random,

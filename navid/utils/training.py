@@ -143,6 +143,9 @@ class TimeLimitOfThisRun(StepEndCallback):
     def on_step_end(self, trainer: L.Trainer) -> None:
         if trainer.strategy.broadcast(time.monotonic() - self._start >= self.seconds):
             trainer.should_stop = True
+            if trainer.is_global_zero:
+                print(f"\n  trainer.max_time_minutes={self.seconds / 60:g} reached: stopping at step "
+                      f"{trainer.global_step} (--resume continues from it)", flush=True)
 
 
 class LastCheckpoint(StepEndCallback):
