@@ -52,7 +52,7 @@ def _fit(module, datamodule, trainer_cfg, out: Path, skip: int) -> dict:
     from navid.utils.training import build_trainer
 
     clock = StepClock()
-    trainer = build_trainer(trainer_cfg, out, callbacks=[clock])
+    trainer = build_trainer(trainer_cfg, out, callbacks=[clock], checkpoints=False)
     trainer.fit(module, datamodule=datamodule)
     return clock.per_step(skip)
 

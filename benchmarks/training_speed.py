@@ -121,7 +121,7 @@ def _fit(module: L.LightningModule, cfg, data, warmup: int, steps: int) -> dict:
     from navid.utils.training import build_trainer
 
     timer = StepTimer(warmup)
-    trainer = build_trainer(cfg.trainer, cfg.out_dir, callbacks=[timer])
+    trainer = build_trainer(cfg.trainer, cfg.out_dir, callbacks=[timer], checkpoints=False)
     if isinstance(data, DataLoader):
         trainer.fit(module, train_dataloaders=data)
     else:

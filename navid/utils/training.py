@@ -207,9 +207,11 @@ def make_logger(cfg: TrainerConfig, out_dir: Path) -> Logger:
     return CSVLogger(save_dir=str(out_dir), name="logs")
 
 
-def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Iterable[Callback] = ()) -> L.Trainer:
-    """A Trainer with the configured logger, crash-safe checkpoints (``last.ckpt``), the
-    non-finite loss stop and, if ``sample_every_n_steps`` is set, preview videos, all under ``out_dir``."""
+def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Iterable[Callback] = (),
+                  checkpoints: bool = True) -> L.Trainer:
+    """A Trainer with the configured logger, crash-safe checkpoints (``last.ckpt``; none with
+    ``checkpoints=False``, for timing runs), the non-finite loss stop and, if ``sample_every_n_steps`` is
+    set, preview videos, all under ``out_dir``."""
     out = Path(out_dir)
     # No monitor: with one, Lightning defers a save that falls on an epoch's last batch to the next validation,
     # which under a step-based validation interval may come thousands of steps later or never. save_top_k=1
@@ -224,10 +226,11 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
         save_last=False,  # LastCheckpoint writes last.ckpt
         enable_version_counter=False,
     )
-    all_callbacks = [checkpoint, StopOnNonFiniteLoss(), CpuBf16WithoutOneDnn(), StepTimeEstimate(), *callbacks]
+    all_callbacks = [StopOnNonFiniteLoss(), CpuBf16WithoutOneDnn(), StepTimeEstimate(), *callbacks]
     if cfg.max_time_minutes:
         all_callbacks.append(TimeLimitOfThisRun(cfg.max_time_minutes))
-    all_callbacks.append(LastCheckpoint(last_checkpoint(out), cfg.checkpoint_every_n_steps))  # after the limit
+    if checkpoints:  # LastCheckpoint after the time limit, which may stop the run at the same step
+        all_callbacks += [checkpoint, LastCheckpoint(last_checkpoint(out), cfg.checkpoint_every_n_steps)]
     if cfg.sample_every_n_steps:
         all_callbacks.append(PreviewVideos(cfg.sample_every_n_steps, out))
     if cfg.progress_bar:
@@ -248,6 +251,7 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
         callbacks=all_callbacks,
         logger=make_logger(cfg, out),
         plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=checkpoints,
         enable_progress_bar=cfg.progress_bar,
         default_root_dir=str(out),
         num_sanity_val_steps=0,
