@@ -78,10 +78,10 @@ class ResumableShuffleSampler(DistributedSampler):
     """Seeded per-epoch shuffle, split over the ranks, whose first pass starts at an :class:`OrderPosition`.
 
     Yields :class:`SampleKey` items for a :class:`KeyedDraws` dataset. Each pass over the sampler is the
-    next epoch: it counts its passes itself and ignores
-    :meth:`set_epoch`: Lightning's epoch number after a resume depends on where the checkpoint was
-    written (see :func:`resume_position`). Under DDP, Lightning keeps a
-    :class:`~torch.utils.data.DistributedSampler` as it is (no sampler replacement).
+    next epoch: it counts its passes itself and ignores :meth:`set_epoch`, because Lightning's epoch
+    number after a resume depends on where the checkpoint was written (see :func:`resume_position`).
+    Under DDP, Lightning keeps a :class:`~torch.utils.data.DistributedSampler` as it is (no sampler
+    replacement).
     """
 
     def __init__(self, dataset: Dataset, seed: int, num_replicas: int = 1, rank: int = 0, batch_size: int = 1,
