@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from navid.data.resumable_order import OrderPosition, ResumableShuffleSampler, batch_generator, training_loader
+from navid.data.resumable_order import OrderPosition, ResumableShuffleSampler, training_loader
 
 
 def _order(sampler: ResumableShuffleSampler) -> list[int]:
@@ -73,12 +73,3 @@ def test_an_items_draws_depend_on_the_seed_epoch_and_index_not_on_workers_or_the
     state = torch.random.get_rng_state()
     _items(workers=0)
     assert torch.equal(torch.random.get_rng_state(), state)
-
-
-def test_batch_generators_are_keyed_by_the_batch():
-    def draw(*key):
-        return torch.rand(4, generator=batch_generator(torch.device("cpu"), *key))
-
-    assert torch.equal(draw(0, 0, 5), draw(0, 0, 5))
-    for other in ((1, 0, 5), (0, 1, 5), (0, 0, 6)):
-        assert not torch.equal(draw(0, 0, 5), draw(*other))

@@ -99,9 +99,14 @@ def test_a_run_stopped_by_its_time_limit_stops_at_a_step_end_and_resumes_exactly
 
 
 @pytest.mark.slow
-def test_a_resumed_tokenizer_run_trains_on_the_clips_of_the_uninterrupted_run(synth_root, tmp_path):
+@pytest.mark.parametrize("quantizer", [
+    [],  # FSQ, the default
+    ["model.quantizer=vq", "model.vq_codebook_size=64", "model.vq_decay=0.5", "model.vq_dead_code_threshold=0.4"],
+])
+def test_a_resumed_tokenizer_run_trains_on_the_clips_of_the_uninterrupted_run(synth_root, tmp_path, quantizer):
     # 12 training videos in batches of 2, clips of 4 of their 20 frames from a random start, flipped at random,
-    # loaded by 2 workers: a resumed run must cut and flip the same clips in the same order.
+    # loaded by 2 workers: a resumed run must cut and flip the same clips in the same order. The VQ run's dead codes
+    # are restarted from random latents of the batch: the resumed run must draw the same ones.
     from training_helpers import small_tokenizer_config
 
     from navid.tokenizer.lightning_module import train_tokenizer
@@ -109,7 +114,7 @@ def test_a_resumed_tokenizer_run_trains_on_the_clips_of_the_uninterrupted_run(sy
     def fit(out, steps: int, resume: bool = False) -> dict:
         cfg = small_tokenizer_config(out, f"data.root={synth_root}", f"data.cache_dir={tmp_path}", "data.num_workers=2",
                                      f"trainer.max_steps={steps}", "trainer.checkpoint_every_n_steps=100",
-                                     "optim.min_lr_ratio=1.0")
+                                     "optim.min_lr_ratio=1.0", *quantizer)
         train_tokenizer(cfg, resume=resume)
         return _load(out / "checkpoints" / "last.ckpt")
 

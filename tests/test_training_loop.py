@@ -201,16 +201,13 @@ def test_validation_interval_counts_optimizer_steps_under_accumulation(tmp_path)
     assert counter.at_steps == [2, 4]  # every 2 optimizer steps = 4 batches, not every 2 batches
 
 
-def test_seed_rank_keeps_rank_0_and_gives_other_ranks_their_own_stream():
-    from navid.utils.training import seed_rank
+def test_seed_batch_keys_the_global_stream_by_seed_rank_and_batch():
+    from navid.utils.training import seed_batch
 
-    draws = []
-    for rank in (0, 1, 2):
-        torch.manual_seed(7)
-        torch.rand(3)  # what the model's initialisation took
-        seed_rank(7, rank)
-        draws.append(torch.rand(4))
-    torch.manual_seed(7)
-    torch.rand(3)
-    assert torch.equal(draws[0], torch.rand(4))  # a one-process run keeps its stream
-    assert not torch.equal(draws[1], draws[0]) and not torch.equal(draws[2], draws[1])
+    def draw(*key):
+        seed_batch(*key)
+        return torch.rand(4)
+
+    assert torch.equal(draw(7, 0, 5), draw(7, 0, 5))
+    for other in ((8, 0, 5), (7, 1, 5), (7, 0, 6)):
+        assert not torch.equal(draw(7, 0, 5), draw(*other))

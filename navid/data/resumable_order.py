@@ -10,9 +10,9 @@ Here the order of epoch ``e`` is a permutation seeded by ``(seed, e)`` alone, th
 each rank taking its share (torch's :class:`~torch.utils.data.DistributedSampler`), and a resumed run
 leaves out the batches its checkpoint had consumed, so it trains on the batches the uninterrupted
 run would have. The random draws that make a training item (a clip's start frame and flip) are seeded
-by the item's index and epoch (:class:`KeyedDraws`), and those made per batch (label dropout) by the
-batch's place in the run (:func:`batch_generator`), so they repeat exactly too, whatever the number
-of loader workers.
+by the item's index and epoch (:class:`KeyedDraws`), whatever the number of loader workers, and those
+made while training on a batch (label dropout) by the batch's place in the run
+(:func:`navid.utils.training.seed_batch`), so they repeat exactly too.
 """
 
 from __future__ import annotations
@@ -115,13 +115,3 @@ def training_loader(dataset: Dataset, batch_size: int, num_workers: int, seed: i
     return DataLoader(KeyedDraws(dataset, seed), batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                       num_workers=num_workers, persistent_workers=num_workers > 0,
                       generator=torch.Generator().manual_seed(seed))  # its worker seeds: not the global stream
-
-
-def batch_generator(device: torch.device, seed: int, rank: int, batch_index: int) -> torch.Generator:
-    """A random generator for one training batch, seeded by the batch's place in the run (``batch_index``:
-    Lightning's count of training batches before it, which a resumed run continues).
-
-    A resumed run draws for each batch what the uninterrupted run drew for it, whatever the global
-    random stream did since.
-    """
-    return torch.Generator(device=device).manual_seed(seed_of(seed, rank, batch_index))

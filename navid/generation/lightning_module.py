@@ -23,7 +23,6 @@ from navid import __version__
 from navid.config import ConfigError, to_dict
 from navid.data.token_cache import TokenCacheDataModule
 from navid.generation.checkpoint import CHECKPOINT_FORMAT, build_transformer
-from navid.data.resumable_order import batch_generator
 from navid.generation.config import GeneratorTrainConfig
 from navid.generation.sampler import SamplingConfig, sample
 from navid.generation.schedule import Schedule, build_schedule
@@ -32,7 +31,7 @@ from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
 from navid.tokenizer.model import VideoTokenizer
 from navid.utils.ema import StepEMA
 from navid.utils.training import (
-    adamw_with_schedule, build_trainer, is_logging_step, last_checkpoint, resume_checkpoint, seed_rank,
+    adamw_with_schedule, build_trainer, is_logging_step, last_checkpoint, resume_checkpoint, seed_batch,
 )
 
 
@@ -101,8 +100,7 @@ class GeneratorModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         tokens, labels = batch  # (B, T, H, W), (B,)
-        draws = batch_generator(self.device, self.cfg.seed, self.global_rank, self.trainer.fit_loop.total_batch_idx)
-        labels = drop_labels(labels, self.model.cfg.class_dropout, self.model.cfg.num_classes, draws)
+        labels = drop_labels(labels, self.model.cfg.class_dropout, self.model.cfg.num_classes)
         loss, logits = self._loss(self.model, tokens, labels)
         if is_logging_step(self.trainer):
             targets = tokens.flatten(1)  # (B, N)
@@ -112,8 +110,8 @@ class GeneratorModule(L.LightningModule):
             self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
-    def on_fit_start(self) -> None:
-        seed_rank(self.cfg.seed, self.global_rank)
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        seed_batch(self.cfg.seed, self.global_rank, self.trainer.fit_loop.total_batch_idx)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimizer's step, then the EMA's (:class:`~navid.utils.ema.StepEMA` says why not later).

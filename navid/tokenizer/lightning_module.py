@@ -25,13 +25,17 @@ learning-rate schedules half way through.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
+from typing import Any
+
 import lightning as L
 import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer, do_nothing_closure
 
 from navid import __version__
 from navid.config import to_dict
+from navid.data.datamodule import VideoDataModule
 from navid.tokenizer.checkpoint import tokenizer_payload
 from navid.tokenizer.config import ClipGeometry, TokenizerTrainConfig
 from navid.tokenizer.discriminator import PatchDiscriminator3d
@@ -45,10 +49,7 @@ from navid.tokenizer.losses import (
 )
 from navid.tokenizer.model import VideoTokenizer
 from navid.utils.ema import StepEMA
-import dataclasses
-
-from navid.data.datamodule import VideoDataModule
-from navid.utils.training import adamw_with_schedule, build_trainer, resume_checkpoint, seed_rank
+from navid.utils.training import adamw_with_schedule, build_trainer, resume_checkpoint, seed_batch
 
 
 class TokenizerModule(L.LightningModule):
@@ -71,8 +72,10 @@ class TokenizerModule(L.LightningModule):
 
             self._perceptual = (I3DPerceptualLoss(tuple(cfg.loss.perceptual_layers), cfg.loss.perceptual_resolution),)
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        seed_batch(self.cfg.seed, self.global_rank, self.trainer.fit_loop.total_batch_idx)
+
     def on_fit_start(self) -> None:
-        seed_rank(self.cfg.seed, self.global_rank)
         for loss in self._perceptual:
             loss.to(self.device)
 

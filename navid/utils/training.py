@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from navid.config import ConfigError, OptimConfig, TrainerConfig
+from navid.data.resumable_order import seed_of
 from navid.utils.atomic import torch_save_atomic
 from navid.utils.previews import PreviewVideos
 from navid.utils.step_estimate import StepTimeEstimate
@@ -258,17 +259,16 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
     )
 
 
-def seed_rank(seed: int, global_rank: int) -> None:
-    """Give each rank its own torch random stream when fitting starts.
+def seed_batch(seed: int, global_rank: int, batch_index: int) -> None:
+    """Seed torch's global random streams for one training batch from ``(seed, rank, batch_index)``.
 
-    ``seed_everything(seed)`` seeds every rank alike, which the model's initialisation needs; draws made
-    during training from the global stream (the VQ codebook's dead-code restarts) would then repeat across
-    ranks. Rank 0 keeps the stream it has, so a one-process run is unchanged; rank r > 0 restarts its
-    stream from ``seed + r``. (Training items and label dropout draw from streams of their own:
-    :mod:`navid.data.resumable_order`.)
+    ``batch_index`` is the batch's place in the run (Lightning's count of the training batches before it,
+    which a resumed run continues). The draws training makes from the global stream (label dropout, the
+    VQ codebook's dead-code restarts) then depend on that place alone: ranks draw apart, and a resumed
+    run draws for each batch what the uninterrupted run drew for it. (The draws that make a training
+    item are seeded per item: :class:`~navid.data.resumable_order.KeyedDraws`.)
     """
-    if global_rank:
-        torch.manual_seed(seed + global_rank)
+    torch.manual_seed(seed_of(seed, global_rank, batch_index))
 
 
 def last_checkpoint(out_dir: str | os.PathLike) -> Path:
