@@ -38,6 +38,19 @@ def test_generator_writes_sample_grids_every_n_steps_with_csv_logs(tmp_path):
     assert (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").is_file()
 
 
+
+def test_a_resumed_run_with_accumulation_writes_each_preview_once(tmp_path):
+    # The resumed run's first batch still has the checkpoint's global_step (a preview step) until its step ends;
+    # the preview was written again there.
+    tokenizer, fingerprint = make_tokenizer(tmp_path / "tokenizer.pt")
+    cache = _cache_of(tokenizer, fingerprint, tmp_path / "cache")
+    common = {"trainer.sample_every_n_steps": 2, "tokenizer_fingerprint": fingerprint, "data.batch_size": 2,
+              "trainer.accumulate_grad_batches": 2}
+    train_generator(tiny_config(cache, tmp_path / "run", steps=2, **common))
+    (tmp_path / "run" / "samples" / "step0000002.gif").unlink()
+    train_generator(tiny_config(cache, tmp_path / "run", steps=4, **common), resume=True)
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["step0000004.gif"]
+
 def test_generator_previews_need_the_caches_tokenizer(tmp_path):
     tokenizer, fingerprint = make_tokenizer(tmp_path / "tokenizer.pt")
     cache = _cache_of(tokenizer, fingerprint, tmp_path / "cache", record_tokenizer=False)

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from einops import rearrange
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from navid.data.video_io import tensor_to_frames, write_video
+from navid.utils.step_end import StepEndCallback
 
 
 def tile_clips(clips: torch.Tensor) -> torch.Tensor:
@@ -29,23 +30,21 @@ def tile_clips(clips: torch.Tensor) -> torch.Tensor:
     return rearrange(clips, "(r c) C T H W -> C T (r H) (c W)", r=rows)
 
 
-class PreviewVideos(Callback):
-    """Writes the module's preview clips every ``every_n_steps`` optimizer steps (see the module docstring)."""
+class PreviewVideos(StepEndCallback):
+    """Writes the module's preview clips every ``every_n_steps`` optimizer steps (see the module docstring).
+
+    At the end of the step only: under gradient accumulation the batches of a step share its
+    ``global_step``, and a resumed run's first batch still has the checkpoint's.
+    """
 
     def __init__(self, every_n_steps: int, out_dir: str | Path, fps: int = 8) -> None:
         self.every_n_steps = every_n_steps
         self.out_dir = Path(out_dir)
         self.fps = fps
-        self._last_step = 0
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
-                           batch_idx: int) -> None:
+    def on_step_end(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
         step = trainer.global_step
-        # Once per optimizer step: under gradient accumulation most batches do not step.
-        if step == self._last_step or step % self.every_n_steps:
-            return
-        self._last_step = step
-        if not trainer.is_global_zero:
+        if step % self.every_n_steps or not trainer.is_global_zero:
             return
         with torch.no_grad():
             grid = tile_clips(pl_module.preview_clips(batch))  # (C, T, H', W')

@@ -24,6 +24,7 @@ from navid.config import ConfigError, OptimConfig, TrainerConfig
 from navid.data.resumable_order import seed_of
 from navid.utils.atomic import torch_save_atomic
 from navid.utils.previews import PreviewVideos
+from navid.utils.step_end import StepEndCallback
 from navid.utils.step_estimate import StepTimeEstimate
 
 LAST_CHECKPOINT = "last.ckpt"
@@ -104,28 +105,6 @@ class StopOnNonFiniteLoss(Callback):
             )
 
 
-class StepEndCallback(Callback):
-    """Calls :meth:`on_step_end` after each training batch that ended an optimizer step.
-
-    Under gradient accumulation the other batches leave gradients half-summed, which a checkpoint does
-    not hold: a run may stop, and be resumed exactly, only where a step ended.
-    """
-
-    _step_at_batch_start = 0
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
-        self._step_at_batch_start = trainer.global_step
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        if trainer.global_step != self._step_at_batch_start:
-            self.on_step_end(trainer)
-
-    def on_step_end(self, trainer: L.Trainer) -> None:
-        raise NotImplementedError
-
-
 class TimeLimitOfThisRun(StepEndCallback):
     """``trainer.max_time_minutes``: stops the run at the first step end that long after its own start.
 
@@ -141,7 +120,7 @@ class TimeLimitOfThisRun(StepEndCallback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.monotonic()
 
-    def on_step_end(self, trainer: L.Trainer) -> None:
+    def on_step_end(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
         if trainer.strategy.broadcast(time.monotonic() - self._start >= self.seconds):
             trainer.should_stop = True
             if trainer.is_global_zero:
@@ -162,7 +141,7 @@ class LastCheckpoint(StepEndCallback):
     def __init__(self, path: Path, every_n_steps: int) -> None:
         self.path, self.every_n_steps = path, every_n_steps
 
-    def on_step_end(self, trainer: L.Trainer) -> None:
+    def on_step_end(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
         stops = trainer.should_stop or trainer.global_step >= trainer.max_steps
         if stops or trainer.global_step % self.every_n_steps == 0:
             trainer.save_checkpoint(self.path, weights_only=False)
