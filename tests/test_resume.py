@@ -80,6 +80,28 @@ def test_a_resumed_run_trains_on_the_batches_of_the_uninterrupted_run(tmp_path, 
 
 
 
+
+def test_resumed_runs_keep_only_the_newest_step_file_and_never_rewrite_one_mid_step(tmp_path):
+    # Two batches a step, a step file every 2 steps. Before: each resume left the step file it resumed from
+    # behind (last.ckpt recorded the previous one as the file to replace), and the resumed run's first batch,
+    # still at the checkpoint's step, saved that step's file again with one batch more counted as consumed.
+    cache = make_token_cache(tmp_path / "cache", num_clips=14, num_classes=3)
+    common = {"trainer.accumulate_grad_batches": 2, "trainer.checkpoint_every_n_steps": 2}
+    out = tmp_path / "run"
+    folder = out / "checkpoints"
+
+    def consumed(name: str) -> tuple[int, int]:
+        ckpt = _load(folder / name)
+        return ckpt["global_step"], ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["ready"]
+
+    train_generator(tiny_config(cache, out, steps=2, **common))
+    assert consumed("step0000002.ckpt") == (2, 3)  # 3 batches an epoch: its last one ends step 2
+    train_generator(tiny_config(cache, out, steps=3, **common), resume=True)
+    assert consumed("step0000002.ckpt") == (2, 3)
+    train_generator(tiny_config(cache, out, steps=4, **common), resume=True)
+    train_generator(tiny_config(cache, out, steps=6, **common), resume=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "step0000006.ckpt"]
+
 @pytest.mark.slow
 def test_a_run_stopped_by_its_time_limit_stops_at_a_step_end_and_resumes_exactly(tmp_path, capsys):
     # Two batches a step and a limit that has passed by the first batch's end: the stop waits for the step to end
@@ -229,5 +251,5 @@ def test_a_moved_run_keeps_writing_last_ckpt_and_its_time_limit_restarts(tmp_pat
 
     timed = tmp_path / "timed"
     stopped = fit(timed, 100_000, resume=False, minutes=0.01)
-    assert 0 < stopped < 100_000  # (train_tokenizer / train_generator then write last.ckpt at this step)
+    assert 0 < stopped < 100_000  # (LastCheckpoint wrote last.ckpt at this step)
     assert fit(timed, 100_000, resume=True, minutes=0.01) > stopped  # the limit counts from this run's start

@@ -93,6 +93,9 @@ class ResumableShuffleSampler(DistributedSampler):
     def set_epoch(self, epoch: int) -> None:
         """Ignored: the sampler counts its own passes."""
 
+    # __len__ stays the whole share, skip or not: Lightning ends the resumed epoch by its restored batch count
+    # plus the batches it fetches, which must add up to the length of a whole epoch.
+
     def __iter__(self) -> Iterator[SampleKey]:
         order = [SampleKey(index, self.epoch) for index in list(super().__iter__())[self._skip:]]
         self._skip = 0

@@ -21,9 +21,13 @@ class StepEndCallback(Callback):
                              batch_idx: int) -> None:
         self._step_at_batch_start = trainer.global_step
 
+    def step_ended(self, trainer: L.Trainer) -> bool:
+        """Whether the training batch now ending ended an optimizer step."""
+        return trainer.global_step != self._step_at_batch_start
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if trainer.global_step != self._step_at_batch_start:
+        if self.step_ended(trainer):
             self.on_step_end(trainer, pl_module, batch)
 
     def on_step_end(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:

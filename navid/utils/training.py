@@ -16,7 +16,7 @@ from typing import Any, Iterable, Optional
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -128,14 +128,28 @@ class TimeLimitOfThisRun(StepEndCallback):
                       f"{trainer.global_step} (--resume continues from it)", flush=True)
 
 
-class LastCheckpoint(StepEndCallback):
+class StepFileCheckpoint(StepEndCallback, ModelCheckpoint):
+    """Lightning's periodic ``stepNNNNNNN.ckpt`` files, saved only at a batch that ended a step.
+
+    A resumed run's first batch still has the checkpoint's ``global_step`` until its step ends, and
+    Lightning saved that step's file again there, counting one batch more than the weights had seen.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.step_ended(trainer):
+            ModelCheckpoint.on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx)
+
+
+class LastCheckpoint(StepEndCallback, Checkpoint):
     """Writes ``last.ckpt`` every ``every_n_steps`` steps and at the step where the run stops (``max_steps``
     reached or a stop requested), what ``--resume`` continues from.
 
     Always inside the step, in the state of Lightning's periodic checkpoints. Lightning's own
     ``save_last`` also writes the file when ``fit`` ends and after validation, and resumes those as if
     the epoch in progress had ended: its batch count and accumulation phase would then be off the
-    uninterrupted run's.
+    uninterrupted run's. A :class:`~lightning.pytorch.callbacks.Checkpoint`, so that Lightning runs it
+    after the step file's callback, whose state (the step file to replace next) it then holds.
     """
 
     def __init__(self, path: Path, every_n_steps: int) -> None:
@@ -197,7 +211,7 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
     # which under a step-based validation interval may come thousands of steps later or never. save_top_k=1
     # then keeps the latest step file. No version counter: a resumed run whose folder moved would otherwise
     # write last-v1.ckpt and leave last.ckpt, which --resume reads, at the old step.
-    checkpoint = ModelCheckpoint(
+    checkpoint = StepFileCheckpoint(
         dirpath=out / "checkpoints",
         filename="step{step:07d}",
         auto_insert_metric_name=False,
