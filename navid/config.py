@@ -9,6 +9,7 @@ the key and where it came from, before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Type, TypeVar
@@ -125,6 +126,9 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if self.logger not in LOGGERS:
             raise ValueError(f"key 'trainer.logger' must be one of {', '.join(LOGGERS)}, got '{self.logger}'")
+        if self.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("key 'trainer.logger': 'tensorboard' needs the tensorboard package; install it with: "
+                             "pip install 'navid[tensorboard]' (or use trainer.logger=csv)")
         if self.sample_every_n_steps < 0:
             raise ValueError(f"key 'trainer.sample_every_n_steps' must be >= 0, got {self.sample_every_n_steps}")
         if self.max_steps <= 0:

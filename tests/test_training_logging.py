@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from generator_helpers import make_tokenizer, tiny_config
+from generator_helpers import make_token_cache, make_tokenizer, tiny_config, tiny_overrides
+from navid.cli import main
 from navid.config import ConfigError
 from navid.data.token_cache import write_token_cache
 from navid.generation.lightning_module import train_generator
@@ -76,12 +77,19 @@ def test_tokenizer_writes_reconstruction_grids_once_per_optimizer_step(tmp_path)
     assert frames.shape[:3] == (4, 16, 2 * 2 * 16)  # two clips side by side, each original | reconstruction
 
 
-def test_tensorboard_logger_or_an_error_naming_the_key(tmp_path):
-    cfg = small_tokenizer_config(tmp_path, "trainer.logger=tensorboard")
+def test_tensorboard_logger_or_an_error_naming_the_key_before_the_run_folder_exists(tmp_path, capsys):
     if importlib.util.find_spec("tensorboard") is None:
         with pytest.raises(ConfigError, match=r"key 'trainer.logger'.*pip install 'navid\[tensorboard\]'"):
-            build_trainer(cfg.trainer, tmp_path)
+            small_tokenizer_config(tmp_path, "trainer.logger=tensorboard")
+        # found when the logger was built, the error came after `navid train` had written out_dir/config.yaml,
+        # so the corrected command was refused as a non-empty folder
+        cache = make_token_cache(tmp_path / "cache")
+        argv = ["train", *tiny_overrides(cache, tmp_path / "run", steps=2, **{"trainer.logger": "tensorboard"})]
+        assert main(argv) == 2
+        assert "pip install 'navid[tensorboard]'" in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()
     else:
+        cfg = small_tokenizer_config(tmp_path, "trainer.logger=tensorboard")
         assert isinstance(build_trainer(cfg.trainer, tmp_path).logger, TensorBoardLogger)
     with pytest.raises(ConfigError, match="key 'trainer.logger' must be one of csv, tensorboard, got 'wandb'"):
         small_tokenizer_config(tmp_path, "trainer.logger=wandb")

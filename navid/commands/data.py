@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="train/test fold")
     info.add_argument("--json", help="also write the summary to this JSON file")
     info.add_argument("--overwrite", action="store_true", help="replace an existing --json")
-    info.add_argument("--cache-dir", default=None, help="metadata cache folder (default ~/.cache/navid)")
+    info.add_argument("--cache-dir", default=None, help="metadata cache folder (default ~/.cache/navid/video-meta)")
     info.set_defaults(func=run_info)
 
 

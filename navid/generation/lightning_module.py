@@ -1,6 +1,6 @@
 """Lightning training of the generator: one loss for every decoding schedule.
 
-The step is the whole method of DESIGN.md §2: the transformer reads the token grid in the
+The step is the whole method: the transformer reads the token grid in the
 schedule's slot order under the schedule's block-causal mask (one forward), the logits of
 the (slot, head) pairs that point at each grid position are averaged, and cross-entropy
 is taken against the true tokens. NAR, PAR-4× and raster differ only in the ``Schedule``.

@@ -12,7 +12,8 @@ and the KV-cache sampler need, so one model / one loss / one sampler serve every
   and ``target_weight[k, p]`` (1/#predictors), so predictions are a weighted sum = the mean.
 
 Builders run once per grid (vectorised numpy); decoding steps only index precomputed tensors.
-Facts (DESIGN.md §1): NAR steps T+H+W-2, PAR-n x steps N/n+n-1, raster N.
+Step counts: NAR T+H+W-2 (He et al. 2025, arXiv 2503.10696), PAR-n x N/n+n-1 (Wang et al. 2024,
+arXiv 2412.15119), raster N.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
   slot), so it compiles and lives on the model's device.
 - Inputs: token embedding, class embedding with a null class (index ``num_classes``) for
   classifier-free guidance, learnable special embeddings (PAR transition slots M1..M(n-1)).
-- Heads: NAR follows the reference design (DESIGN.md §1, NAR-videos ``models/larp_ar.py``): the
+- Heads: NAR follows the reference design (NAR-videos ``models/larp_ar.py``): the
   column head reads the trunk output, the row head one extra block deeper, the time head a second
   extra block deeper (:func:`head_taps`); each head is RMSNorm + a zero-initialised linear to the
   vocabulary (the K linears are stored as one (V, K*D) matrix so the mean of their logits is a
@@ -236,7 +236,7 @@ class Block(nn.Module):
 
 
 def head_taps(kind: str, depth: int) -> List[int]:
-    """Layer count after which each output head reads (the reference layout, DESIGN.md §1).
+    """Layer count after which each output head reads (the reference layout, NAR-videos ``models/larp_ar.py``).
 
     NAR heads (time, row, column): column after the trunk, row after one extra block, time after a
     second extra block stacked on the first. PAR and raster: one head after the trunk.

@@ -7,7 +7,6 @@ place makes checkpoints crash-safe; one place stops on a non-finite loss.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import time
@@ -192,11 +191,9 @@ class CpuBf16WithoutOneDnn(Callback):
 
 
 def make_logger(cfg: TrainerConfig, out_dir: Path) -> Logger:
-    """The ``trainer.logger`` logger, writing under ``out_dir/logs/version_N``."""
+    """The ``trainer.logger`` logger, writing under ``out_dir/logs/version_N`` (the config checked that
+    its package is installed)."""
     if cfg.logger == "tensorboard":
-        if importlib.util.find_spec("tensorboard") is None:
-            raise ConfigError("key 'trainer.logger': 'tensorboard' needs the tensorboard package; "
-                              "install it with: pip install 'navid[tensorboard]' (or use trainer.logger=csv)")
         return TensorBoardLogger(save_dir=str(out_dir), name="logs")
     return CSVLogger(save_dir=str(out_dir), name="logs")
 
