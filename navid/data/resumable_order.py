@@ -22,14 +22,26 @@ from dataclasses import dataclass
 from typing import Iterator, NamedTuple, Optional
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
+_MASK64 = (1 << 64) - 1
+
+
 def seed_of(*key: int) -> int:
-    """A 64-bit seed mixed from integers (numpy's SeedSequence): nearby keys give unrelated streams."""
-    return int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0])
+    """A 64-bit seed mixed from non-negative integers, so that nearby keys give unrelated streams.
+
+    Each integer is folded in with the splitmix64 finaliser (Steele et al., 2014; the constants are
+    its published ones): a few integer operations, cheap enough to run for every training item.
+    """
+    state = 0
+    for value in key:
+        z = (state ^ value) + 0x9E3779B97F4A7C15 & _MASK64
+        z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9 & _MASK64
+        z = (z ^ z >> 27) * 0x94D049BB133111EB & _MASK64
+        state = z ^ z >> 31
+    return state
 
 
 class SampleKey(NamedTuple):
@@ -51,7 +63,8 @@ class KeyedDraws(Dataset):
 
     def __getitem__(self, key: SampleKey):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed_of(self.seed, key.epoch, key.index))
+            # the CPU stream alone: torch.manual_seed would also seed every accelerator, for every item
+            torch.default_generator.manual_seed(seed_of(self.seed, key.epoch, key.index))
             return self.dataset[key.index]
 
 
