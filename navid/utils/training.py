@@ -148,7 +148,8 @@ class LastCheckpoint(StepEndCallback, Checkpoint):
     ``save_last`` also writes the file when ``fit`` ends and after validation, and resumes those as if
     the epoch in progress had ended: its batch count and accumulation phase would then be off the
     uninterrupted run's. A :class:`~lightning.pytorch.callbacks.Checkpoint`, so that Lightning runs it
-    after the step file's callback, whose state (the step file to replace next) it then holds.
+    after :class:`StepFileCheckpoint`: the file then holds that callback's state after its save (which
+    step file the resumed run replaces next).
     """
 
     def __init__(self, path: Path, every_n_steps: int) -> None:
@@ -204,24 +205,24 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
     ``checkpoints=False``, for timing runs), the non-finite loss stop and, if ``sample_every_n_steps`` is
     set, preview videos, all under ``out_dir``."""
     out = Path(out_dir)
-    # No monitor: with one, Lightning defers a save that falls on an epoch's last batch to the next validation,
-    # which under a step-based validation interval may come thousands of steps later or never. save_top_k=1
-    # then keeps the latest step file. No version counter: a resumed run whose folder moved would otherwise
-    # write last-v1.ckpt and leave last.ckpt, which --resume reads, at the old step.
-    checkpoint = StepFileCheckpoint(
-        dirpath=out / "checkpoints",
-        filename="step{step:07d}",
-        auto_insert_metric_name=False,
-        every_n_train_steps=cfg.checkpoint_every_n_steps,
-        save_top_k=1,
-        save_last=False,  # LastCheckpoint writes last.ckpt
-        enable_version_counter=False,
-    )
     all_callbacks = [StopOnNonFiniteLoss(), CpuBf16WithoutOneDnn(), StepTimeEstimate(), *callbacks]
     if cfg.max_time_minutes:
         all_callbacks.append(TimeLimitOfThisRun(cfg.max_time_minutes))
-    if checkpoints:  # LastCheckpoint after the time limit, which may stop the run at the same step
-        all_callbacks += [checkpoint, LastCheckpoint(last_checkpoint(out), cfg.checkpoint_every_n_steps)]
+    if checkpoints:  # after the time limit, which may stop the run at the step they save
+        # No monitor: with one, Lightning defers a save that falls on an epoch's last batch to the next validation,
+        # which under a step-based validation interval may come thousands of steps later or never. save_top_k=1
+        # then keeps the latest step file. No version counter: a resumed run whose folder moved would otherwise
+        # write last-v1.ckpt and leave last.ckpt, which --resume reads, at the old step.
+        step_files = StepFileCheckpoint(
+            dirpath=out / "checkpoints",
+            filename="step{step:07d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=cfg.checkpoint_every_n_steps,
+            save_top_k=1,
+            save_last=False,  # LastCheckpoint writes last.ckpt
+            enable_version_counter=False,
+        )
+        all_callbacks += [step_files, LastCheckpoint(last_checkpoint(out), cfg.checkpoint_every_n_steps)]
     if cfg.sample_every_n_steps:
         all_callbacks.append(PreviewVideos(cfg.sample_every_n_steps, out))
     if cfg.progress_bar:
