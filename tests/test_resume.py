@@ -102,6 +102,20 @@ def test_resumed_runs_keep_only_the_newest_step_file_and_never_rewrite_one_mid_s
     train_generator(tiny_config(cache, out, steps=6, **common), resume=True)
     assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "step0000006.ckpt"]
 
+
+def test_resuming_with_another_batch_size_warns_that_the_order_is_not_continued(tmp_path):
+    import warnings
+
+    cache = make_token_cache(tmp_path / "cache", num_clips=8)
+    out = tmp_path / "run"
+    train_generator(tiny_config(cache, out, steps=2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_generator(tiny_config(cache, out, steps=3), resume=True)
+    assert not [w for w in caught if "resumed with batch size" in str(w.message)]
+    with pytest.warns(UserWarning, match="resumed with batch size 2 on 1 rank.*trained with 4 on 1"):
+        train_generator(tiny_config(cache, out, steps=4, **{"data.batch_size": 2}), resume=True)
+
 @pytest.mark.slow
 def test_a_run_stopped_by_its_time_limit_stops_at_a_step_end_and_resumes_exactly(tmp_path, capsys):
     # Two batches a step and a limit that has passed by the first batch's end: the stop waits for the step to end

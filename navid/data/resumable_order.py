@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Iterator, NamedTuple, Optional
 
 import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -131,3 +133,40 @@ def training_loader(dataset: Dataset, batch_size: int, num_workers: int, seed: i
     return DataLoader(KeyedDraws(dataset, seed), batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                       num_workers=num_workers, persistent_workers=num_workers > 0,
                       generator=torch.Generator().manual_seed(seed))  # its worker seeds: not the global stream
+
+
+@dataclass(frozen=True)
+class OrderLayout:
+    """How a run's training order is cut: items per batch and ranks sharing each epoch."""
+
+    batch_size: int
+    world_size: int
+
+
+class OrderLayoutCheck(Callback):
+    """Warns when a run resumes with another batch size or rank count than its checkpoint's.
+
+    The run then continues after the same count of batches, placed in the new layout's epochs: not the
+    batches the uninterrupted run would have trained on (README, "Resilience"). The layout is stored in
+    every checkpoint as this callback's state.
+    """
+
+    def __init__(self) -> None:
+        self.layout: Optional[OrderLayout] = None
+        self._restored: Optional[OrderLayout] = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.layout = OrderLayout(trainer.train_dataloader.batch_size, trainer.world_size)
+        if self._restored is not None and self._restored != self.layout:
+            rank_zero_warn(f"resumed with batch size {self.layout.batch_size} on {self.layout.world_size} rank(s); "
+                           f"the checkpoint was trained with {self._restored.batch_size} on "
+                           f"{self._restored.world_size}: the run continues after the same number of batches, "
+                           "but not on the batches the uninterrupted run would have trained on")
+
+    def state_dict(self) -> dict:
+        return {} if self.layout is None else {"batch_size": self.layout.batch_size,
+                                                "world_size": self.layout.world_size}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict:
+            self._restored = OrderLayout(**state_dict)

@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from navid.config import ConfigError, OptimConfig, TrainerConfig
-from navid.data.resumable_order import seed_of
+from navid.data.resumable_order import OrderLayoutCheck, seed_of
 from navid.utils.atomic import torch_save_atomic
 from navid.utils.previews import PreviewVideos
 from navid.utils.step_end import StepEndCallback
@@ -205,7 +205,7 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
     ``checkpoints=False``, for timing runs), the non-finite loss stop and, if ``sample_every_n_steps`` is
     set, preview videos, all under ``out_dir``."""
     out = Path(out_dir)
-    all_callbacks = [StopOnNonFiniteLoss(), CpuBf16WithoutOneDnn(), StepTimeEstimate(), *callbacks]
+    all_callbacks = [StopOnNonFiniteLoss(), CpuBf16WithoutOneDnn(), StepTimeEstimate(), OrderLayoutCheck(), *callbacks]
     if cfg.max_time_minutes:
         all_callbacks.append(TimeLimitOfThisRun(cfg.max_time_minutes))
     if checkpoints:  # after the time limit, which may stop the run at the step they save
