@@ -162,6 +162,26 @@ def test_a_resumed_tokenizer_run_trains_on_the_clips_of_the_uninterrupted_run(sy
         torch.testing.assert_close(resumed["state_dict"][name], value, atol=1e-5, rtol=1e-4, msg=name)
 
 
+
+@pytest.mark.slow
+def test_a_stop_file_stops_the_run_at_a_logging_step_end_and_it_resumes_exactly(tmp_path, capsys):
+    # out_dir/STOP (what the SLURM templates write on SIGUSR1) is looked for at logging steps (every 2 steps here),
+    # acted on where a step ends, and removed; last.ckpt is written there.
+    cache = make_token_cache(tmp_path / "cache", num_clips=14, num_classes=3)
+    common = {"optim.min_lr_ratio": 1.0, "model.overrides.class_dropout": 0.5, "trainer.log_every_n_steps": 2,
+              "trainer.accumulate_grad_batches": 2, "trainer.checkpoint_every_n_steps": 100}
+    full = _load(train_generator(tiny_config(cache, tmp_path / "full", steps=5, **common)))
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / "STOP").touch()
+    assert _load(train_generator(tiny_config(cache, split, steps=5, **common)))["global_step"] == 2
+    assert not (split / "STOP").exists()
+    assert f"{split / 'STOP'} found: stopping at step 2" in capsys.readouterr().out
+    resumed = _load(train_generator(tiny_config(cache, split, steps=5, **common), resume=True))
+    assert resumed["global_step"] == 5
+    for name, value in full["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][name], value, atol=1e-5, rtol=1e-4, msg=name)
+
 def test_nan_loss_stops_training_naming_the_step(tmp_path, capsys):
     cache = make_token_cache(tmp_path / "cache")
     # A learning rate of 1e36 makes the logits overflow within a few steps: a real divergence.

@@ -137,20 +137,58 @@ def test_evaluation_already_finished_exits_at_once(job, tmp_path):
     assert calls("srun") == []
 
 
-def test_usr1_requeues_and_waits_for_the_step(job, tmp_path):
+def _start(template: str, env: dict, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(["bash", str(REPO / "tools/slurm" / template)], env=env, cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_usr1_asks_a_training_run_to_stop_then_requeues_once_it_has(job, tmp_path):
     env, calls = job
-    release = tmp_path / "release"
-    env = {**env, "STUB_RELEASE": str(release), "OUT_DIR": str(tmp_path / "run")}
-    proc = subprocess.Popen(
-        ["bash", str(REPO / "tools/slurm/train_generator.sbatch")],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    release, out = tmp_path / "release", tmp_path / "run"
+    out.mkdir()  # the running navid train made it
+    (out / "STOP").touch()  # left by an earlier start: removed before the run starts
+    proc = _start("train_generator.sbatch", {**env, "STUB_RELEASE": str(release), "OUT_DIR": str(out)}, tmp_path)
     try:
         _wait_for(lambda: calls("srun"))  # the step runs and the trap is installed
+        assert not (out / "STOP").exists()
+        proc.send_signal(signal.SIGUSR1)
+        _wait_for(lambda: (out / "STOP").exists())  # navid stops at its next logging step and writes last.ckpt
+        time.sleep(0.5)
+        assert ["requeue", "4242"] not in calls("scontrol") and proc.poll() is None  # not while the run saves
+        release.touch()  # the run has stopped
+        stdout, stderr = proc.communicate(timeout=WAIT_S)
+    finally:
+        release.touch()
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert calls("scontrol").count(["requeue", "4242"]) == 1
+    assert "the run stopped; requeueing job 4242" in stdout
+
+
+def test_usr1_requeues_a_training_run_that_does_not_stop_in_time(job, tmp_path):
+    env, calls = job
+    release, out = tmp_path / "release", tmp_path / "run"
+    out.mkdir()
+    env = {**env, "STUB_RELEASE": str(release), "OUT_DIR": str(out), "STOP_GRACE_S": "1"}
+    proc = _start("train_generator.sbatch", env, tmp_path)
+    try:
+        _wait_for(lambda: calls("srun"))
+        proc.send_signal(signal.SIGUSR1)
+        _wait_for(lambda: ["requeue", "4242"] in calls("scontrol"))
+        assert proc.poll() is None  # still waiting for its step, which SLURM stops
+        release.touch()
+        proc.communicate(timeout=WAIT_S)
+    finally:
+        release.touch()
+        proc.kill()
+
+
+def test_usr1_requeues_an_evaluation_at_once_and_waits_for_the_step(job, tmp_path):
+    env, calls = job
+    release = tmp_path / "release"
+    proc = _start("evaluate.sbatch", {**env, "STUB_RELEASE": str(release)}, tmp_path)
+    try:
+        _wait_for(lambda: calls("srun"))
         proc.send_signal(signal.SIGUSR1)
         _wait_for(lambda: ["requeue", "4242"] in calls("scontrol"))
         assert proc.poll() is None  # still waiting for its step, as SLURM expects

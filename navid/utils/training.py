@@ -27,6 +27,7 @@ from navid.utils.step_end import StepEndCallback
 from navid.utils.step_estimate import StepTimeEstimate
 
 LAST_CHECKPOINT = "last.ckpt"
+STOP_FILE = "STOP"  # see StopFile
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -127,6 +128,28 @@ class TimeLimitOfThisRun(StepEndCallback):
                       f"{trainer.global_step} (--resume continues from it)", flush=True)
 
 
+class StopFile(StepEndCallback):
+    """``touch out_dir/STOP``: the run stops at the next logging step's end, where ``last.ckpt`` is written.
+
+    A cluster job about to be pre-empted or to reach its time limit can so keep all its steps instead
+    of those up to its last periodic checkpoint (the SLURM templates do this on SIGUSR1); ``--resume``
+    continues. Rank 0 looks for the file and removes it once acted on; the look is made at the steps
+    where logging already synchronises the ranks, so the other steps stay free of host syncs.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / STOP_FILE
+
+    def on_step_end(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
+        if not is_logging_step(trainer) or not trainer.strategy.broadcast(self.path.exists()):
+            return
+        trainer.should_stop = True
+        if trainer.is_global_zero:
+            self.path.unlink(missing_ok=True)
+            print(f"\n  {self.path} found: stopping at step {trainer.global_step} (--resume continues from it)",
+                  flush=True)
+
+
 class StepFileCheckpoint(StepEndCallback, ModelCheckpoint):
     """Lightning's periodic ``stepNNNNNNN.ckpt`` files, saved only at a batch that ended a step.
 
@@ -208,7 +231,7 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
     all_callbacks = [StopOnNonFiniteLoss(), CpuBf16WithoutOneDnn(), StepTimeEstimate(), OrderLayoutCheck(), *callbacks]
     if cfg.max_time_minutes:
         all_callbacks.append(TimeLimitOfThisRun(cfg.max_time_minutes))
-    if checkpoints:  # after the time limit, which may stop the run at the step they save
+    if checkpoints:  # after the time limit, which may stop the run at the step they save; so may StopFile
         # No monitor: with one, Lightning defers a save that falls on an epoch's last batch to the next validation,
         # which under a step-based validation interval may come thousands of steps later or never. save_top_k=1
         # then keeps the latest step file. No version counter: a resumed run whose folder moved would otherwise
@@ -222,7 +245,7 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
             save_last=False,  # LastCheckpoint writes last.ckpt
             enable_version_counter=False,
         )
-        all_callbacks += [step_files, LastCheckpoint(last_checkpoint(out), cfg.checkpoint_every_n_steps)]
+        all_callbacks += [StopFile(out), step_files, LastCheckpoint(last_checkpoint(out), cfg.checkpoint_every_n_steps)]
     if cfg.sample_every_n_steps:
         all_callbacks.append(PreviewVideos(cfg.sample_every_n_steps, out))
     if cfg.progress_bar:

@@ -13,18 +13,22 @@
 #                     pass through from the submitting shell
 #   TORCHRUN_ARGS     torchrun's multi-node arguments: one torchrun per node (srun --ntasks-per-node=1),
 #                     GPUS_PER_NODE workers each, c10d rendezvous at MASTER_ADDR:MASTER_PORT
-#   resume_args DIR   sets RESUME_ARGS for a training command writing into DIR (see below)
+#   resume_args DIR   sets RESUME_ARGS for a training command writing into DIR, and STOP_FILE (see below)
 #   run_step CMD...   runs a job step so that the USR1 trap can interrupt the wait (see below)
 #
 # Resume on requeue: the templates ask for `#SBATCH --requeue` and `#SBATCH --signal=B:USR1@300`.
-# Five minutes before the time limit SLURM sends SIGUSR1 to this batch shell; the trap requeues the
-# job (`scontrol requeue`), SLURM stops the running step and later starts the script again with
-# SLURM_RESTART_COUNT > 0. Pre-emption with PreemptMode=REQUEUE restarts it the same way. On every
-# start `resume_args` looks at the run's folder: a checkpoints/last.ckpt there means `--resume`
-# (continue from it to the same final step); a restart that never reached its first checkpoint means
+# Five minutes before the time limit SLURM sends SIGUSR1 to this batch shell. For a training run the
+# trap writes DIR/STOP: navid stops the run at its next logging step (every trainer.log_every_n_steps
+# steps), writes checkpoints/last.ckpt there and exits; the job is then requeued (`scontrol requeue`),
+# so no step is lost. If the run has not stopped within STOP_GRACE_S seconds (default 240), the job
+# is requeued anyway and the run resumes from its last periodic checkpoint. Other steps (evaluation)
+# are requeued at once. SLURM later starts the script again with SLURM_RESTART_COUNT > 0; pre-emption
+# with PreemptMode=REQUEUE restarts it the same way, without the signal (work since the last periodic
+# checkpoint is then lost: lower trainer.checkpoint_every_n_steps if steps are slow). On every start
+# `resume_args` looks at the run's folder: a checkpoints/last.ckpt there means `--resume` (continue
+# from it to the same final step); a restart that never reached its first checkpoint means
 # `--overwrite` (start over in its own folder); a first start passes neither, so an existing run is
-# never overwritten by accident. Work since the last checkpoint is lost on each requeue: lower
-# trainer.checkpoint_every_n_steps if steps are slow.
+# never overwritten by accident. It also removes a STOP file left by an earlier start.
 
 if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
     sed -n '2,/^[^#]/{/^#SBATCH/d;/^#/s/^# \{0,1\}//p}' "$0"
@@ -51,6 +55,8 @@ TORCHRUN_ARGS=(
 )
 
 resume_args() {
+    STOP_FILE="$1/STOP"
+    rm -f "$STOP_FILE"
     if [[ -f "$1/checkpoints/last.ckpt" ]]; then
         RESUME_ARGS=(--resume)
     elif (( ${SLURM_RESTART_COUNT:-0} > 0 )); then
@@ -61,9 +67,16 @@ resume_args() {
 }
 
 requeue() {
-    echo "navid: SIGUSR1 (time limit near): requeueing job $SLURM_JOB_ID;" \
-         "its next start resumes from the last checkpoint"
-    scontrol requeue "$SLURM_JOB_ID"
+    if [[ -n "${STOP_FILE:-}" && -d "$(dirname "$STOP_FILE")" ]]; then
+        echo "navid: SIGUSR1 (time limit near): asking the run to stop and write its checkpoint ($STOP_FILE);" \
+             "job $SLURM_JOB_ID is requeued when it has, or in ${STOP_GRACE_S:-240} s"
+        touch "$STOP_FILE"
+        STOP_DEADLINE=$(( SECONDS + ${STOP_GRACE_S:-240} ))  # run_step requeues when the run stops, or then
+    else
+        echo "navid: SIGUSR1 (time limit near): requeueing job $SLURM_JOB_ID;" \
+             "its next start resumes from the last checkpoint"
+        scontrol requeue "$SLURM_JOB_ID"
+    fi
 }
 trap requeue USR1
 
@@ -71,11 +84,22 @@ trap requeue USR1
 # `wait` returns early (status > 128) when the trap ran, and the loop goes on waiting for the step.
 run_step() {
     "$@" &
-    local pid=$!
+    local pid=$! status
     while true; do
-        wait "$pid" && return 0
-        local status=$?
+        wait "$pid" && status=0 || status=$?
         if (( status > 128 )) && kill -0 "$pid" 2>/dev/null; then
+            if [[ -n "${STOP_DEADLINE:-}" ]]; then  # the trap asked the run to stop: until the deadline, let it
+                while kill -0 "$pid" 2>/dev/null && (( SECONDS < STOP_DEADLINE )); do
+                    sleep 1
+                done
+                if kill -0 "$pid" 2>/dev/null; then
+                    echo "navid: the run did not stop within ${STOP_GRACE_S:-240} s; requeueing job $SLURM_JOB_ID"
+                else
+                    echo "navid: the run stopped; requeueing job $SLURM_JOB_ID"
+                fi
+                scontrol requeue "$SLURM_JOB_ID"
+                STOP_DEADLINE=
+            fi
             continue
         fi
         return "$status"
