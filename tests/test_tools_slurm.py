@@ -122,7 +122,9 @@ def test_restart_resumes_from_last_checkpoint(template, job, tmp_path):
     assert run_template(template, env, tmp_path).returncode == 0
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (out / "STOP").touch()  # left by the stopped start: the restarted run must not stop at once
     assert run_template(template, env, tmp_path, "trainer.max_steps=7").returncode == 0
+    assert not (out / "STOP").exists()
     before, after = (navid_command(c)[1] for c in calls("srun"))
     assert before.overwrite and not before.resume  # requeued before its first checkpoint: start over
     assert after.resume and not after.overwrite and after.config  # a checkpoint exists: continue from it
@@ -137,67 +139,53 @@ def test_evaluation_already_finished_exits_at_once(job, tmp_path):
     assert calls("srun") == []
 
 
-def _start(template: str, env: dict, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(["bash", str(REPO / "tools/slurm" / template)], env=env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _usr1_during_the_step(template: str, env: dict, cwd: Path, calls, while_running) -> tuple[int, str, str]:
+    """Runs a template, sends it SIGUSR1 once its step runs, calls ``while_running()`` before the step ends,
+    then ends the step; returns (exit status, stdout, stderr)."""
+    release = cwd / "release"
+    proc = subprocess.Popen(["bash", str(REPO / "tools/slurm" / template)], env={**env, "STUB_RELEASE": str(release)},
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: calls("srun"))  # the step runs and the trap is installed
+        proc.send_signal(signal.SIGUSR1)
+        while_running()
+        assert proc.poll() is None  # the job waits for its step, as SLURM expects
+        release.touch()
+        stdout, stderr = proc.communicate(timeout=WAIT_S)
+    finally:
+        release.touch()
+        proc.kill()
+    return proc.returncode, stdout, stderr
 
 
 def test_usr1_asks_a_training_run_to_stop_then_requeues_once_it_has(job, tmp_path):
     env, calls = job
-    release, out = tmp_path / "release", tmp_path / "run"
+    out = tmp_path / "run"
     out.mkdir()  # the running navid train made it
-    (out / "STOP").touch()  # left by an earlier start: removed before the run starts
-    proc = _start("train_generator.sbatch", {**env, "STUB_RELEASE": str(release), "OUT_DIR": str(out)}, tmp_path)
-    try:
-        _wait_for(lambda: calls("srun"))  # the step runs and the trap is installed
-        assert not (out / "STOP").exists()
-        proc.send_signal(signal.SIGUSR1)
+
+    def while_running():
         _wait_for(lambda: (out / "STOP").exists())  # navid stops at its next logging step and writes last.ckpt
         time.sleep(0.5)
-        assert ["requeue", "4242"] not in calls("scontrol") and proc.poll() is None  # not while the run saves
-        release.touch()  # the run has stopped
-        stdout, stderr = proc.communicate(timeout=WAIT_S)
-    finally:
-        release.touch()
-        proc.kill()
-    assert proc.returncode == 0, stderr
+        assert ["requeue", "4242"] not in calls("scontrol")  # not while the run saves
+
+    status, stdout, stderr = _usr1_during_the_step("train_generator.sbatch", {**env, "OUT_DIR": str(out)}, tmp_path,
+                                                   calls, while_running)
+    assert status == 0, stderr
     assert calls("scontrol").count(["requeue", "4242"]) == 1
     assert "the run stopped; requeueing job 4242" in stdout
 
 
-def test_usr1_requeues_a_training_run_that_does_not_stop_in_time(job, tmp_path):
+@pytest.mark.parametrize("template, extra", [
+    ("evaluate.sbatch", {}),  # not a training run: at once
+    ("train_generator.sbatch", {"STOP_GRACE_S": "1"}),  # a training run that has not stopped in time
+])
+def test_usr1_requeues_while_the_step_still_runs(job, tmp_path, template, extra):
     env, calls = job
-    release, out = tmp_path / "release", tmp_path / "run"
-    out.mkdir()
-    env = {**env, "STUB_RELEASE": str(release), "OUT_DIR": str(out), "STOP_GRACE_S": "1"}
-    proc = _start("train_generator.sbatch", env, tmp_path)
-    try:
-        _wait_for(lambda: calls("srun"))
-        proc.send_signal(signal.SIGUSR1)
-        _wait_for(lambda: ["requeue", "4242"] in calls("scontrol"))
-        assert proc.poll() is None  # still waiting for its step, which SLURM stops
-        release.touch()
-        proc.communicate(timeout=WAIT_S)
-    finally:
-        release.touch()
-        proc.kill()
-
-
-def test_usr1_requeues_an_evaluation_at_once_and_waits_for_the_step(job, tmp_path):
-    env, calls = job
-    release = tmp_path / "release"
-    proc = _start("evaluate.sbatch", {**env, "STUB_RELEASE": str(release)}, tmp_path)
-    try:
-        _wait_for(lambda: calls("srun"))
-        proc.send_signal(signal.SIGUSR1)
-        _wait_for(lambda: ["requeue", "4242"] in calls("scontrol"))
-        assert proc.poll() is None  # still waiting for its step, as SLURM expects
-        release.touch()
-        stdout, stderr = proc.communicate(timeout=WAIT_S)
-    finally:
-        release.touch()
-        proc.kill()
-    assert proc.returncode == 0, stderr
+    (tmp_path / "run").mkdir()
+    env = {**env, "OUT_DIR": str(tmp_path / "run"), **extra}
+    status, stdout, stderr = _usr1_during_the_step(template, env, tmp_path, calls,
+                                                   lambda: _wait_for(lambda: ["requeue", "4242"] in calls("scontrol")))
+    assert status == 0, stderr
     assert "requeueing job 4242" in stdout
 
 
