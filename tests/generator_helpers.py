@@ -24,6 +24,15 @@ def make_token_cache(path: Path, num_clips: int = 4, grid=(2, 4, 4), vocab_size:
                              tokenizer_fingerprint=FINGERPRINT)
 
 
+
+def assert_same_weights(checkpoint: dict, reference: dict) -> None:
+    """Every weight of ``checkpoint`` equals ``reference``'s within float32 round-off of the same steps (below
+    1e-6); one other batch or draw moves weights by about a learning rate (~3e-3)."""
+    import torch
+
+    for name, value in reference["state_dict"].items():
+        torch.testing.assert_close(checkpoint["state_dict"][name], value, atol=1e-5, rtol=1e-4, msg=name)
+
 def tiny_overrides(cache: Path, out_dir: Path, schedule: str = "nar", steps: int = 20, **extra) -> list[str]:
     """``key=value`` overrides for a tiny, quiet CPU run."""
     values = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from navid.data.resumable_order import OrderPosition, ResumableShuffleSampler, training_loader
+from navid.data.resumable_order import ResumableShuffleSampler, training_loader
 
 
 def _order(sampler: ResumableShuffleSampler) -> list[int]:
@@ -26,7 +26,7 @@ def test_each_pass_is_the_next_epochs_seeded_permutation_whatever_the_global_str
     assert first[0] != first[1] != first[2]
     assert _order(ResumableShuffleSampler(data, seed=4)) != first[0]
     sampler = ResumableShuffleSampler(data, seed=3)
-    sampler.set_epoch(7)  # Lightning's epoch numbers are not the order's (see resume_position)
+    sampler.set_epoch(7)  # Lightning's epoch numbers are not the order's (see batches_consumed)
     assert [tuple(key) for key in sampler] == [(index, 0) for index in first[0]]
 
 
@@ -39,7 +39,7 @@ def test_ranks_share_out_one_permutation():
 
 def test_a_resumed_sampler_leaves_out_the_consumed_batches_of_its_first_pass():
     whole = _passes(ResumableShuffleSampler(range(10), seed=0), 3)
-    resumed = ResumableShuffleSampler(range(10), seed=0, batch_size=2, start=OrderPosition(epoch=1, batches=3))
+    resumed = ResumableShuffleSampler(range(10), seed=0, batch_size=2, consumed_batches=5 + 3)  # epoch 1, batch 3
     assert _passes(resumed, 2) == [whole[1][6:], whole[2]]
 
 

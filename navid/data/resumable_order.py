@@ -17,7 +17,6 @@ made while training on a batch (label dropout) by the batch's place in the run
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple, Optional
 
@@ -70,40 +69,34 @@ class KeyedDraws(Dataset):
             return self.dataset[key.index]
 
 
-@dataclass(frozen=True)
-class OrderPosition:
-    """Where a run stands in its sample order: ``batches`` of epoch ``epoch`` consumed."""
-
-    epoch: int
-    batches: int
-
-
-def resume_position(trainer: Optional[L.Trainer], batches_per_epoch: int) -> OrderPosition:
-    """The position of the run ``trainer`` is fitting: (0, 0) for a fresh run.
+def batches_consumed(trainer: Optional[L.Trainer]) -> int:
+    """The training batches the run ``trainer`` is fitting has consumed so far: 0 for a fresh run.
 
     Lightning restores its loops' progress from the checkpoint before it asks for the train loader. Its
     count of all training batches fetched is the position; its epoch count is not: a checkpoint written
     when ``max_steps`` ended a run inside an epoch records that epoch as finished.
     """
-    consumed = trainer.fit_loop.epoch_loop.batch_progress.total.ready if trainer is not None else 0
-    return OrderPosition(epoch=consumed // batches_per_epoch, batches=consumed % batches_per_epoch)
+    return trainer.fit_loop.epoch_loop.batch_progress.total.ready if trainer is not None else 0
 
 
 class ResumableShuffleSampler(DistributedSampler):
-    """Seeded per-epoch shuffle, split over the ranks, whose first pass starts at an :class:`OrderPosition`.
+    """Seeded per-epoch shuffle, split over the ranks, whose first pass starts after ``consumed_batches``.
 
     Yields :class:`SampleKey` items for a :class:`KeyedDraws` dataset. Each pass over the sampler is the
     next epoch: it counts its passes itself and ignores :meth:`set_epoch`, because Lightning's epoch
-    number after a resume depends on where the checkpoint was written (see :func:`resume_position`).
+    number after a resume depends on where the checkpoint was written (see :func:`batches_consumed`).
     Under DDP, Lightning keeps a :class:`~torch.utils.data.DistributedSampler` as it is (no sampler
     replacement).
     """
 
     def __init__(self, dataset: Dataset, seed: int, num_replicas: int = 1, rank: int = 0, batch_size: int = 1,
-                 start: OrderPosition = OrderPosition(0, 0)) -> None:
+                 consumed_batches: int = 0) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self.epoch = start.epoch
-        self._skip = start.batches * batch_size  # samples of this rank's share the first pass leaves out
+        # The loader drops an incomplete last batch unless this rank's whole share is smaller than one batch.
+        self.drop_incomplete_batch = self.num_samples >= batch_size
+        batches_per_epoch = self.num_samples // batch_size if self.drop_incomplete_batch else 1
+        self.epoch, batches = divmod(consumed_batches, batches_per_epoch)
+        self._skip = batches * batch_size  # samples of this rank's share the first pass leaves out
 
     def set_epoch(self, epoch: int) -> None:
         """Ignored: the sampler counts its own passes."""
@@ -120,17 +113,11 @@ class ResumableShuffleSampler(DistributedSampler):
 
 def training_loader(dataset: Dataset, batch_size: int, num_workers: int, seed: int,
                     trainer: Optional[L.Trainer]) -> DataLoader:
-    """A shuffled training loader for this rank of ``trainer``'s run, continuing its order when resumed.
-
-    Incomplete batches are dropped unless the rank's share is smaller than one batch.
-    """
+    """A shuffled training loader for this rank of ``trainer``'s run, continuing its order when resumed."""
     num_replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-    share = math.ceil(len(dataset) / num_replicas)  # samples per rank and epoch
-    drop_last = share >= batch_size
-    batches_per_epoch = share // batch_size if drop_last else 1
-    sampler = ResumableShuffleSampler(dataset, seed, num_replicas, rank, batch_size,
-                                      start=resume_position(trainer, batches_per_epoch))
-    return DataLoader(KeyedDraws(dataset, seed), batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+    sampler = ResumableShuffleSampler(dataset, seed, num_replicas, rank, batch_size, batches_consumed(trainer))
+    return DataLoader(KeyedDraws(dataset, seed), batch_size=batch_size, sampler=sampler,
+                      drop_last=sampler.drop_incomplete_batch,
                       num_workers=num_workers, persistent_workers=num_workers > 0,
                       generator=torch.Generator().manual_seed(seed))  # its worker seeds: not the global stream
 
