@@ -147,13 +147,14 @@ class TrainerConfig:
                 "decay 0.9999 the EMA stays near its early weights, and sampling uses it). Use 'bf16-mixed': bf16 "
                 "compute with fp32 weights, optimizer state and EMA."
             )
-        if "fsdp" in str(self.strategy).lower():
+        if "fsdp" in str(self.strategy).lower() and self.strategy != "fsdp":
             raise ValueError(
-                f"key 'trainer.strategy': '{self.strategy}' is not supported. FSDP would flatten the model and its EMA "
-                "copy into one sharded parameter, so the EMA update (parameter by parameter) and sampling from the "
-                "EMA would meet shards of different tensors on each rank. Use 'ddp': the NAR-L generator with its "
-                "AdamW state and EMA copy fits one GPU."
+                f"key 'trainer.strategy': '{self.strategy}' is not supported. Use 'fsdp' (PyTorch's per-parameter "
+                "FSDP2, which shards the model and its EMA copy alike) or 'ddp'."
             )
+        if self.strategy == "fsdp" and self.precision not in ("32-true", "bf16-mixed"):
+            raise ValueError(f"key 'trainer.precision': '{self.precision}' does not run under trainer.strategy=fsdp "
+                             "(Lightning's FSDP2 strategy takes '32-true' or 'bf16-mixed'); use 'bf16-mixed'")
 
 
 @dataclass

@@ -41,13 +41,14 @@ def test_generator_sizes_build(size):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("trainer.strategy=fsdp", "key 'trainer.strategy'.*not supported.*Use 'ddp'"),
-    ("trainer.strategy=FSDP_cpu_offload", "key 'trainer.strategy'.*not supported.*Use 'ddp'"),
+    ("trainer.strategy=FSDP_cpu_offload", "key 'trainer.strategy'.*not supported.*Use 'fsdp'.*or 'ddp'"),
+    ("trainer.strategy=fsdp_full_shard", "key 'trainer.strategy'.*not supported.*Use 'fsdp'.*or 'ddp'"),
     ("trainer.precision=bf16-true", "key 'trainer.precision'.*EMA.*Use 'bf16-mixed'"),
     ("trainer.precision=16-true", "key 'trainer.precision'.*EMA.*Use 'bf16-mixed'"),
 ])
 def test_settings_that_break_the_ema_are_refused_with_the_key_named(override, message):
-    # FSDP would shard the model and its EMA as one flat parameter; half-precision weights round the EMA's updates
+    # Lightning's FSDP1 strategies would shard the model and its EMA as one flat parameter each, split at other
+    # places; half-precision weights round the EMA's updates
     from navid.config import ConfigError
 
     for folder, (schema, required) in SCHEMAS.items():
@@ -55,6 +56,18 @@ def test_settings_that_break_the_ema_are_refused_with_the_key_named(override, me
         with pytest.raises(ConfigError, match=message):
             load_config(schema, path, [*required, override])
         assert load_config(schema, path, [*required, "trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
+
+
+def test_fsdp_is_for_the_generator_with_full_or_bf16_mixed_precision():
+    from navid.config import ConfigError
+
+    generator, tokenizer = CONFIGS / "generator" / "L.yaml", CONFIGS / "tokenizer" / "ucf101.yaml"
+    fsdp = ["data.tokens=TOKENS", "trainer.strategy=fsdp"]
+    assert load_config(GeneratorTrainConfig, generator, fsdp).trainer.strategy == "fsdp"
+    with pytest.raises(ConfigError, match="key 'trainer.precision': '16-mixed' does not run under .*fsdp"):
+        load_config(GeneratorTrainConfig, generator, [*fsdp, "trainer.precision=16-mixed"])
+    with pytest.raises(ConfigError, match="key 'trainer.strategy': 'fsdp' is wired for the generator.*'ddp'"):
+        load_config(TokenizerTrainConfig, tokenizer, ["data.root=ROOT", "trainer.strategy=fsdp"])
 
 
 @pytest.mark.parametrize("override, message", [

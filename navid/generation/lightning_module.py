@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 
 from navid import __version__
 from navid.config import ConfigError, to_dict
@@ -30,6 +31,7 @@ from navid.generation.transformer import drop_labels
 from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
 from navid.tokenizer.model import VideoTokenizer
 from navid.utils.ema import StepEMA
+from navid.utils.sharding import FullyShardedStrategy, is_sharded, shard_with_ema, unsharded, weights_on_this_rank
 from navid.utils.training import (
     adamw_with_schedule, build_trainer, is_logging_step, last_checkpoint, resume_checkpoint, seed_batch,
 )
@@ -80,6 +82,14 @@ class GeneratorModule(L.LightningModule):
         # The decoder of preview samples; a tuple keeps it out of state_dict and checkpoints.
         self.preview_decoder: tuple[VideoTokenizer, ...] = ()
 
+    def configure_model(self) -> None:
+        """Under ``trainer.strategy=fsdp``, shard the model and its EMA copy alike (see :mod:`navid.utils.sharding`)."""
+        if isinstance(self.trainer.strategy, FullyShardedStrategy) and not is_sharded(self.model):
+            shard_with_ema(self.model, self.ema, "layers", self.device_mesh["data_parallel"], ["target_logits"])
+            held, total = weights_on_this_rank(self.model)
+            rank_zero_info(f"trainer.strategy=fsdp: rank 0 holds {held:,} of the model's {total:,} weights, and as "
+                           "many of its EMA copy's")
+
     def _device_schedule(self) -> Schedule:
         """The schedule with every tensor on this module's device, built once per device.
 
@@ -127,7 +137,8 @@ class GeneratorModule(L.LightningModule):
         """``num_clips`` clips sampled by the EMA model (classes spread over the label range, fixed
         seed, so previews of successive steps are comparable), decoded: (N, C, T, H, W)."""
         labels = torch.linspace(0, len(self.class_names) - 1, num_clips, device=self.device).long()  # (N,)
-        tokens = sample(self.ema, self.schedule, labels, SamplingConfig(seed=0)).tokens  # (N, T, H, W)
+        ema = unsharded(self.ema, lambda: build_transformer(self.transformer_config, self.schedule))
+        tokens = sample(ema, self.schedule, labels, SamplingConfig(seed=0)).tokens  # (N, T, H, W)
         decoder = self.preview_decoder[0].to(self.device)
         return decoder.decode(tokens)
 

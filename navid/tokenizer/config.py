@@ -106,3 +106,9 @@ class TokenizerTrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     out_dir: str = "runs/tokenizer"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.trainer.strategy == "fsdp":
+            raise ValueError("key 'trainer.strategy': 'fsdp' is wired for the generator; the tokenizer trains with "
+                             "'ddp' (at paper scale its 105M weights with their AdamW state and EMA copy take about "
+                             "2 GB, which fits one GPU)")

@@ -44,10 +44,13 @@ class PreviewVideos(StepEndCallback):
 
     def on_step_end(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
         step = trainer.global_step
-        if step % self.every_n_steps or not trainer.is_global_zero:
+        if step % self.every_n_steps:
             return
-        with torch.no_grad():
-            grid = tile_clips(pl_module.preview_clips(batch))  # (C, T, H', W')
+        with torch.no_grad():  # on every rank: a sharded model gathers its weights first, a collective
+            clips = pl_module.preview_clips(batch)  # (N, C, T, H, W)
+        if not trainer.is_global_zero:
+            return
+        grid = tile_clips(clips)  # (C, T, H', W')
         frames = tensor_to_frames(grid)  # (T, H', W', C) uint8
         write_video(self.out_dir / pl_module.preview_name / f"step{step:07d}.gif", frames, fps=self.fps)
         for logger in trainer.loggers:

@@ -23,6 +23,7 @@ from navid.config import ConfigError, OptimConfig, TrainerConfig
 from navid.data.resumable_order import OrderLayoutCheck, seed_of
 from navid.utils.atomic import torch_save_atomic
 from navid.utils.previews import PreviewVideos
+from navid.utils.sharding import FullyShardedStrategy
 from navid.utils.step_end import StepEndCallback
 from navid.utils.step_estimate import StepTimeEstimate
 
@@ -253,7 +254,7 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
     return L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
-        strategy=cfg.strategy,
+        strategy=FullyShardedStrategy() if cfg.strategy == "fsdp" else cfg.strategy,
         num_nodes=cfg.num_nodes,
         precision=cfg.precision,
         max_steps=cfg.max_steps,

@@ -1,0 +1,78 @@
+"""Fully sharded data-parallel training (``trainer.strategy=fsdp``): PyTorch's per-parameter FSDP2.
+
+Each parameter is split along its first dimension over all ranks, so a rank holds 1/world of the
+weights, gradients and AdamW state. A model and its EMA copy are sharded alike (:func:`shard_with_ema`):
+their shards then have the same shapes and placements on every rank, and the EMA update stays a
+local ``lerp_`` per shard with no communication. Checkpoints are gathered into one ordinary file on
+rank 0, the file a single process writes, so ``navid sample``, ``navid evaluate`` and ``--resume``
+(under any strategy and world size) read it as before.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from lightning.pytorch.strategies import ModelParallelStrategy
+from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
+
+
+class FullyShardedStrategy(ModelParallelStrategy):
+    """FSDP2 over every rank of every node (no tensor parallelism), with full single-file checkpoints.
+
+    Lightning's ``ModelParallelStrategy`` defaults its data-parallel size to the number of nodes and
+    leaves the GPUs of a node to tensor parallelism; here every rank is a data-parallel shard. The
+    LightningModule shards itself in ``configure_model`` over ``device_mesh["data_parallel"]``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(save_distributed_checkpoint=False)
+
+    def setup_environment(self) -> None:
+        self._data_parallel_size = self.num_nodes * self.num_processes
+        self._tensor_parallel_size = 1
+        super().setup_environment()
+
+
+def is_sharded(module: nn.Module) -> bool:
+    return isinstance(module, FSDPModule)
+
+
+def shard_with_ema(model: nn.Module, ema: nn.Module, blocks: str, mesh: DeviceMesh,
+                   forward_methods: Iterable[str]) -> None:
+    """Shard ``model`` and its EMA copy alike: each of their ``blocks`` (a ``ModuleList`` attribute), then the rest.
+
+    One block's weights are gathered at a time in the forward and backward passes. Methods named in
+    ``forward_methods`` gather the module's own (non-block) weights as ``forward`` does. An FSDP root
+    keeps its gathered weights after a forward pass until the backward pass; the EMA copy has none, so
+    it gives them back after every forward pass, and the EMA update always meets two sharded modules.
+    """
+    for module, root_reshards in ((model, None), (ema, True)):
+        for block in getattr(module, blocks):
+            fully_shard(block, mesh=mesh)
+        fully_shard(module, mesh=mesh, reshard_after_forward=root_reshards)
+        for name in forward_methods:
+            register_fsdp_forward_method(module, name)
+
+
+def weights_on_this_rank(module: nn.Module) -> tuple[int, int]:
+    """(weights this rank holds, weights in all) of a sharded ``module``."""
+    params = list(module.parameters())
+    return sum(p.to_local().numel() for p in params), sum(p.numel() for p in params)
+
+
+def unsharded(module: nn.Module, build: Callable[[], nn.Module]) -> nn.Module:
+    """``module`` itself, or, if it is sharded, a plain copy with its full weights on every rank.
+
+    For work that calls a sharded module outside ``forward`` (KV-cache sampling). A collective: every
+    rank must call it.
+    """
+    if not is_sharded(module):
+        return module
+    state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True))
+    device = next(iter(state.values())).device
+    plain = build().to(device)
+    plain.load_state_dict(state)
+    return plain.eval().requires_grad_(False)

@@ -1,0 +1,98 @@
+"""``trainer.strategy=fsdp`` (FSDP2, gloo, CPU): the README's commands, run as real ``navid train`` processes.
+
+Sharded training must give the weights of the single-process run, its checkpoints must resume exactly under FSDP and
+under DDP, and validation, previews, bf16-mixed, accumulation and ``navid sample`` must work on a sharded run.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from generator_helpers import assert_same_weights, make_token_cache, make_tokenizer, tiny_overrides
+from navid.data.token_cache import write_token_cache
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _run(argv: list[str]) -> str:
+    done = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def _train(cache: Path, out: Path, steps: int, *flags: str, launcher: tuple[str, ...] = (), **extra) -> str:
+    navid = [*launcher, "-m", "navid.cli"] if launcher else [sys.executable, "-m", "navid.cli"]
+    return _run([*navid, "train", *tiny_overrides(cache, out, steps=steps, **extra), *flags])
+
+
+def _last(out: Path) -> dict:
+    return torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+@pytest.mark.slow
+def test_torchrun_fsdp_shards_the_weights_and_trains_like_one_process(tmp_path):
+    # 8 clips: one process takes them in one batch of 8, two ranks 4 each; the gradient is the same mean.
+    cache = make_token_cache(tmp_path / "cache", num_clips=8, num_classes=4)
+    _train(cache, tmp_path / "single", 8, **{"data.batch_size": 8})
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
+    log = _train(cache, tmp_path / "fsdp", 8, launcher=torchrun,
+                 **{"data.batch_size": 4, "trainer.devices": 2, "trainer.strategy": "fsdp"})
+    held, total = (int(n.replace(",", "")) for n in re.search(r"holds ([\d,]+) of the model's ([\d,]+)", log).groups())
+    fsdp, single = _last(tmp_path / "fsdp"), _last(tmp_path / "single")
+    weights = [v for k, v in single["state_dict"].items() if k.startswith("model.") and v.numel()]
+    assert total == sum(v.numel() for v in weights)
+    # Each weight is split along its first dimension, and rank 0 takes the larger half of an odd one.
+    assert held == sum(math.ceil(len(v) / 2) * v[0].numel() for v in weights)
+    assert fsdp["state_dict"].keys() == single["state_dict"].keys()  # the gathered file is a one-process checkpoint
+    # Reduce-scattered float32 gradients differ from one batch's only in summation order (~1e-7 relative); see
+    # assert_same_weights for the tolerance.
+    assert_same_weights(fsdp, single)
+
+
+@pytest.mark.slow
+def test_fsdp_checkpoints_resume_exactly_under_fsdp_and_under_ddp(tmp_path):
+    # 2 ranks x 10 clips in batches of 4, stopped inside the second epoch: the order and the label dropout draws
+    # continue where they stopped, whichever strategy resumes.
+    cache = make_token_cache(tmp_path / "cache", num_clips=20, num_classes=3)
+    extra = {"trainer.devices": 2, "optim.min_lr_ratio": 1.0, "model.overrides.class_dropout": 0.5}
+    _train(cache, tmp_path / "full", 7, **extra, **{"trainer.strategy": "ddp"})
+    _train(cache, tmp_path / "fsdp", 3, **extra, **{"trainer.strategy": "fsdp"})
+    assert _last(tmp_path / "fsdp")["global_step"] == 3
+    shutil.copytree(tmp_path / "fsdp", tmp_path / "then_ddp")
+    _train(cache, tmp_path / "fsdp", 7, "--resume", **extra, **{"trainer.strategy": "fsdp"})
+    _train(cache, tmp_path / "then_ddp", 7, "--resume", **extra, **{"trainer.strategy": "ddp"})
+    for out in ("fsdp", "then_ddp"):
+        assert _last(tmp_path / out)["global_step"] == 7
+        assert_same_weights(_last(tmp_path / out), _last(tmp_path / "full"))
+
+
+@pytest.mark.slow
+def test_a_sharded_bf16_run_validates_writes_previews_and_its_checkpoint_samples(tmp_path):
+    tokenizer, fingerprint = make_tokenizer(tmp_path / "tokenizer.pt")
+    tokens = np.random.default_rng(0).integers(0, 16, size=(12, 2, 4, 4))
+    cache = write_token_cache(tmp_path / "cache", tokens, np.arange(12) % 2, vocab_size=16,
+                              class_names=["a", "b"], tokenizer_fingerprint=fingerprint,
+                              source={"tokenizer": str(tokenizer)})
+    out = tmp_path / "run"
+    _train(cache, out, 4, **{"trainer.devices": 2, "trainer.strategy": "fsdp", "trainer.precision": "bf16-mixed",
+                             "trainer.accumulate_grad_batches": 2, "data.batch_size": 2, "data.val_fraction": 0.2,
+                             "trainer.val_every_n_steps": 2, "trainer.sample_every_n_steps": 2,
+                             "tokenizer_fingerprint": fingerprint})
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step0000002.gif", "step0000004.gif"]
+    with open(out / "logs" / "version_0" / "metrics.csv") as f:
+        val = [float(row["val_ema/loss"]) for row in csv.DictReader(f) if row.get("val_ema/loss")]
+    assert len(val) == 2 and all(math.isfinite(v) for v in val)
+    _run([sys.executable, "-m", "navid.cli", "sample", "--generator", str(out / "checkpoints" / "last.ckpt"),
+          "--tokenizer", str(tokenizer), "--classes", "a,b", "--per-class", "1", "--out", str(tmp_path / "samples")])
+    assert len(list((tmp_path / "samples" / "videos").rglob("*.mp4"))) == 2
