@@ -78,6 +78,15 @@ def make_tokenizer(path: Path, patch_size=(4, 16, 16), fsq_levels=(4, 4), seed: 
     return save_tokenizer(tokenizer, path), tokenizer_fingerprint(tokenizer)
 
 
+def cache_of_tokenizer(tokenizer: Path, fingerprint: str, out: Path, num_clips: int = 4,
+                       record_tokenizer: bool = True) -> Path:
+    """A token cache of random 2x4x4 grids (vocab 16, classes a and b) that ``tokenizer`` made, for previews."""
+    rng = np.random.default_rng(0)
+    source = {"tokenizer": str(tokenizer)} if record_tokenizer else {}
+    return write_token_cache(out, rng.integers(0, 16, size=(num_clips, 2, 4, 4)), np.arange(num_clips) % 2,
+                             vocab_size=16, class_names=["a", "b"], tokenizer_fingerprint=fingerprint, source=source)
+
+
 def synthetic_generator(root: Path, videos_per_class: int = 6) -> tuple[Path, Path, Path]:
     """(dataset, generator checkpoint, tokenizer file) for evaluation tests: a synthetic UCF-101 tree of 2
     classes of 20-frame 64x64 videos, and a 2-step generator of its classes over 4x4x4 tokens (16x64x64 clips)."""

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import imageio.v3 as iio
 import pytest
 import torch
 from lightning.pytorch import Callback
 
-from generator_helpers import make_token_cache, tiny_config
+from generator_helpers import cache_of_tokenizer, make_token_cache, make_tokenizer, tiny_config, tiny_overrides
 from navid.data.token_cache import TokenCache
 from navid.generation.lightning_module import GeneratorModule, train_generator
 from navid.generation.sampler import SamplingConfig, sample
@@ -94,6 +96,29 @@ def test_generator_trains_in_bf16_on_the_gpu(tmp_path):
     state = torch.load(last, map_location="cpu", weights_only=True)
     assert state["global_step"] == 5
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+
+
+def test_fsdp_trains_in_bf16_on_the_gpu_with_previews_and_its_checkpoint_samples(tmp_path):
+    # One rank of the README's sharded command: FSDP2 over a CUDA mesh and an NCCL group, bf16 autocast over
+    # sharded fp32 weights, previews from the gathered EMA, and `navid sample` on the GPU from the gathered file.
+    tokenizer, fingerprint = make_tokenizer(tmp_path / "tokenizer.pt")
+    cache = cache_of_tokenizer(tokenizer, fingerprint, tmp_path / "cache", num_clips=8)
+    out = tmp_path / "run"
+    overrides = tiny_overrides(cache, out, steps=4, **{
+        "trainer.accelerator": "gpu", "trainer.devices": 1, "trainer.strategy": "fsdp",
+        "trainer.precision": "bf16-mixed", "trainer.sample_every_n_steps": 2, "tokenizer_fingerprint": fingerprint})
+    done = subprocess.run([sys.executable, "-m", "navid.cli", "train", *overrides], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "distributed_backend=nccl" in done.stdout + done.stderr
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 4
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step0000002.gif", "step0000004.gif"]
+    sample = ["sample", "--generator", str(out / "checkpoints" / "last.ckpt"), "--tokenizer", str(tokenizer),
+              "--classes", "a,b", "--per-class", "1", "--device", "cuda", "--out", str(tmp_path / "samples")]
+    done = subprocess.run([sys.executable, "-m", "navid.cli", *sample], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((tmp_path / "samples" / "videos").rglob("*.mp4"))) == 2
 
 
 class EmaPlacement(Callback):

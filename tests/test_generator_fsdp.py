@@ -15,12 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from generator_helpers import assert_same_weights, make_token_cache, make_tokenizer, tiny_overrides
-from navid.data.token_cache import write_token_cache
+from generator_helpers import (
+    assert_same_weights, cache_of_tokenizer, make_token_cache, make_tokenizer, tiny_overrides,
+)
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -81,10 +81,7 @@ def test_fsdp_checkpoints_resume_exactly_under_fsdp_and_under_ddp(tmp_path):
 @pytest.mark.slow
 def test_a_sharded_bf16_run_validates_writes_previews_and_its_checkpoint_samples(tmp_path):
     tokenizer, fingerprint = make_tokenizer(tmp_path / "tokenizer.pt")
-    tokens = np.random.default_rng(0).integers(0, 16, size=(12, 2, 4, 4))
-    cache = write_token_cache(tmp_path / "cache", tokens, np.arange(12) % 2, vocab_size=16,
-                              class_names=["a", "b"], tokenizer_fingerprint=fingerprint,
-                              source={"tokenizer": str(tokenizer)})
+    cache = cache_of_tokenizer(tokenizer, fingerprint, tmp_path / "cache", num_clips=12)
     out = tmp_path / "run"
     _train(cache, out, 4, **{"trainer.devices": 2, "trainer.strategy": "fsdp", "trainer.precision": "bf16-mixed",
                              "trainer.accumulate_grad_batches": 2, "data.batch_size": 2, "data.val_fraction": 0.2,

@@ -5,30 +5,21 @@ from __future__ import annotations
 import importlib.util
 
 import imageio.v3 as iio
-import numpy as np
 import pytest
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from generator_helpers import make_token_cache, make_tokenizer, tiny_config, tiny_overrides
+from generator_helpers import cache_of_tokenizer, make_token_cache, make_tokenizer, tiny_config, tiny_overrides
 from navid.cli import main
 from navid.config import ConfigError
-from navid.data.token_cache import write_token_cache
 from navid.generation.lightning_module import train_generator
 from navid.tokenizer.lightning_module import TokenizerModule
 from navid.utils.training import build_trainer
 from training_helpers import clip_loader, small_tokenizer_config
 
 
-def _cache_of(tokenizer_path, fingerprint, out, record_tokenizer=True):
-    rng = np.random.default_rng(0)
-    source = {"tokenizer": str(tokenizer_path)} if record_tokenizer else {}
-    return write_token_cache(out, rng.integers(0, 16, size=(4, 2, 4, 4)), np.arange(4) % 2, vocab_size=16,
-                             class_names=["a", "b"], tokenizer_fingerprint=fingerprint, source=source)
-
-
 def test_generator_writes_sample_grids_every_n_steps_with_csv_logs(tmp_path):
     tokenizer, fingerprint = make_tokenizer(tmp_path / "tokenizer.pt")  # 16x16 tokens of 4 frames x 16 x 16 pixels
-    cache = _cache_of(tokenizer, fingerprint, tmp_path / "cache")
+    cache = cache_of_tokenizer(tokenizer, fingerprint, tmp_path / "cache")
     cfg = tiny_config(cache, tmp_path / "run", steps=4, **{"trainer.sample_every_n_steps": 2,
                                                             "tokenizer_fingerprint": fingerprint})
     train_generator(cfg)
@@ -44,7 +35,7 @@ def test_a_resumed_run_with_accumulation_writes_each_preview_once(tmp_path):
     # The resumed run's first batch still has the checkpoint's global_step (a preview step) until its step ends;
     # the preview was written again there.
     tokenizer, fingerprint = make_tokenizer(tmp_path / "tokenizer.pt")
-    cache = _cache_of(tokenizer, fingerprint, tmp_path / "cache")
+    cache = cache_of_tokenizer(tokenizer, fingerprint, tmp_path / "cache")
     common = {"trainer.sample_every_n_steps": 2, "tokenizer_fingerprint": fingerprint, "data.batch_size": 2,
               "trainer.accumulate_grad_batches": 2}
     train_generator(tiny_config(cache, tmp_path / "run", steps=2, **common))
@@ -54,7 +45,7 @@ def test_a_resumed_run_with_accumulation_writes_each_preview_once(tmp_path):
 
 def test_generator_previews_need_the_caches_tokenizer(tmp_path):
     tokenizer, fingerprint = make_tokenizer(tmp_path / "tokenizer.pt")
-    cache = _cache_of(tokenizer, fingerprint, tmp_path / "cache", record_tokenizer=False)
+    cache = cache_of_tokenizer(tokenizer, fingerprint, tmp_path / "cache", record_tokenizer=False)
     cfg = tiny_config(cache, tmp_path / "run", steps=2, **{"trainer.sample_every_n_steps": 1})
     with pytest.raises(ConfigError, match="set data.tokenizer"):
         train_generator(cfg)
