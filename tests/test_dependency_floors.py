@@ -14,6 +14,7 @@ from pathlib import Path
 import lightning
 import pytest
 import torch
+import torch.distributed.fsdp
 import torch.nn.functional as F
 from packaging.requirements import Requirement
 from packaging.version import Version
@@ -30,6 +31,9 @@ def _logger_connector_predicate() -> bool:
 # (package, release that introduced the API, what uses it, check that it is there)
 NEEDED_APIS = [
     ("torch", "2.4", "F.rms_norm (transformer RMSNorm)", lambda: callable(F.rms_norm)),
+    ("torch", "2.6", "torch.distributed.fsdp.fully_shard, public FSDP2 (trainer.strategy=fsdp)",
+     lambda: all(hasattr(torch.distributed.fsdp, name)
+                 for name in ("fully_shard", "FSDPModule", "register_fsdp_forward_method"))),
     ("torch", "2.0", "F.scaled_dot_product_attention (attention)", lambda: callable(F.scaled_dot_product_attention)),
     ("torch", "2.0", "torch.compile (sampler --compile)", lambda: callable(torch.compile)),
     ("torch", "1.13", "torch.load(weights_only=) (every checkpoint load)",
