@@ -97,6 +97,7 @@ def from_dict(schema: Type[T], data: dict) -> T:
 
 LOGGERS = ("csv", "tensorboard")
 HALF_WEIGHT_PRECISIONS = ("bf16-true", "16-true")  # Lightning's half-precision weights ("bf16", "16" are mixed)
+FSDP_PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16")  # what Lightning runs under FSDP2 (with aliases)
 
 
 @dataclass
@@ -152,7 +153,7 @@ class TrainerConfig:
                 f"key 'trainer.strategy': '{self.strategy}' is not supported. Use 'fsdp' (PyTorch's per-parameter "
                 "FSDP2, which shards the model and its EMA copy alike) or 'ddp'."
             )
-        if self.strategy == "fsdp" and self.precision not in ("32-true", "bf16-mixed"):
+        if self.strategy == "fsdp" and self.precision not in FSDP_PRECISIONS:
             raise ValueError(f"key 'trainer.precision': '{self.precision}' does not run under trainer.strategy=fsdp "
                              "(Lightning's FSDP2 strategy takes '32-true' or 'bf16-mixed'); use 'bf16-mixed'")
 

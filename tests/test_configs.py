@@ -64,6 +64,8 @@ def test_fsdp_is_for_the_generator_with_full_or_bf16_mixed_precision():
     generator, tokenizer = CONFIGS / "generator" / "L.yaml", CONFIGS / "tokenizer" / "ucf101.yaml"
     fsdp = ["data.tokens=TOKENS", "trainer.strategy=fsdp"]
     assert load_config(GeneratorTrainConfig, generator, fsdp).trainer.strategy == "fsdp"
+    for precision in ("32", "32-true", "bf16", "bf16-mixed"):  # Lightning's names and their aliases
+        assert load_config(GeneratorTrainConfig, generator, [*fsdp, f"trainer.precision={precision}"])
     with pytest.raises(ConfigError, match="key 'trainer.precision': '16-mixed' does not run under .*fsdp"):
         load_config(GeneratorTrainConfig, generator, [*fsdp, "trainer.precision=16-mixed"])
     with pytest.raises(ConfigError, match="key 'trainer.strategy': 'fsdp' is wired for the generator.*'ddp'"):

@@ -62,18 +62,22 @@ def test_torchrun_fsdp_shards_the_weights_and_trains_like_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_fsdp_checkpoints_resume_exactly_under_fsdp_and_under_ddp(tmp_path):
+def test_checkpoints_resume_exactly_from_fsdp_to_fsdp_and_between_ddp_and_fsdp(tmp_path):
     # 2 ranks x 10 clips in batches of 4, stopped inside the second epoch: the order and the label dropout draws
-    # continue where they stopped, whichever strategy resumes.
+    # continue where they stopped, whichever strategy wrote the file and whichever resumes it. A DDP file keys the
+    # AdamW state by the optimizer's order (matrices first, then norms), an FSDP file by the module's.
     cache = make_token_cache(tmp_path / "cache", num_clips=20, num_classes=3)
     extra = {"trainer.devices": 2, "optim.min_lr_ratio": 1.0, "model.overrides.class_dropout": 0.5}
-    _train(cache, tmp_path / "full", 7, **extra, **{"trainer.strategy": "ddp"})
-    _train(cache, tmp_path / "fsdp", 3, **extra, **{"trainer.strategy": "fsdp"})
-    assert _last(tmp_path / "fsdp")["global_step"] == 3
-    shutil.copytree(tmp_path / "fsdp", tmp_path / "then_ddp")
-    _train(cache, tmp_path / "fsdp", 7, "--resume", **extra, **{"trainer.strategy": "fsdp"})
-    _train(cache, tmp_path / "then_ddp", 7, "--resume", **extra, **{"trainer.strategy": "ddp"})
-    for out in ("fsdp", "then_ddp"):
+    ddp, fsdp = {"trainer.strategy": "ddp"}, {"trainer.strategy": "fsdp"}
+    _train(cache, tmp_path / "full", 7, **extra, **ddp)
+    _train(cache, tmp_path / "fsdp", 3, **extra, **fsdp)
+    _train(cache, tmp_path / "ddp_then_fsdp", 3, **extra, **ddp)
+    assert _last(tmp_path / "fsdp")["global_step"] == _last(tmp_path / "ddp_then_fsdp")["global_step"] == 3
+    shutil.copytree(tmp_path / "fsdp", tmp_path / "fsdp_then_ddp")
+    _train(cache, tmp_path / "fsdp", 7, "--resume", **extra, **fsdp)
+    _train(cache, tmp_path / "fsdp_then_ddp", 7, "--resume", **extra, **ddp)
+    _train(cache, tmp_path / "ddp_then_fsdp", 7, "--resume", **extra, **fsdp)
+    for out in ("fsdp", "fsdp_then_ddp", "ddp_then_fsdp"):
         assert _last(tmp_path / out)["global_step"] == 7
         assert_same_weights(_last(tmp_path / out), _last(tmp_path / "full"))
 

@@ -10,13 +10,19 @@ rank 0, the file a single process writes, so ``navid sample``, ``navid evaluate`
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Optional
 
+import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions, get_model_state_dict, set_model_state_dict, set_optimizer_state_dict,
+)
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
+from torch.optim import Optimizer
 
 
 class FullyShardedStrategy(ModelParallelStrategy):
@@ -34,6 +40,39 @@ class FullyShardedStrategy(ModelParallelStrategy):
         self._data_parallel_size = self.num_nodes * self.num_processes
         self._tensor_parallel_size = 1
         super().setup_environment()
+
+    def load_checkpoint(self, checkpoint_path: str | os.PathLike, weights_only: Optional[bool] = None) -> dict:
+        """Load a full checkpoint, written under any strategy, into the sharded module and optimizer.
+
+        Lightning's own load re-keys a file's optimizer state by assuming its parameter ids follow
+        ``module.parameters()``. A DDP or one-process file numbers them in the optimizer's order instead
+        (the weight-decay group first), so the moments would land on other parameters. Here each id is
+        named by pairing the file's parameter groups with this optimizer's, in order, as
+        ``torch.optim.Optimizer.load_state_dict`` does: right for files of both kinds.
+        """
+        path = Path(self.broadcast(checkpoint_path))
+        checkpoint = torch.load(path, mmap=True, map_location="cpu", weights_only=weights_only)
+        full = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        set_model_state_dict(self.model, checkpoint.pop("state_dict"), options=full)
+        names = {id(param): name for name, param in self.model.named_parameters()}
+        for optimizer, saved in zip(self.optimizers, checkpoint["optimizer_states"]):
+            by_name = optimizer_state_by_name(saved, optimizer, names, path)
+            set_optimizer_state_dict(self.model, optimizer, optim_state_dict=by_name, options=full)
+        return checkpoint
+
+
+def optimizer_state_by_name(saved: dict, optimizer: Optimizer, names: dict[int, str], path: Path) -> dict:
+    """``saved`` (an optimizer's ``state_dict()``, keyed by parameter ids) keyed by the parameter names of
+    ``optimizer``'s parameters (``names``: ``id(param) -> name``), its groups paired with ``optimizer``'s in order."""
+    saved_groups, groups = saved["param_groups"], optimizer.param_groups
+    sizes, expected = [len(g["params"]) for g in saved_groups], [len(g["params"]) for g in groups]
+    if sizes != expected:
+        raise ValueError(f"{path}: its optimizer has parameter groups of {sizes} parameters, this run's has "
+                         f"{expected}; it was written for another model")
+    name_of = {key: names[id(param)] for saved_group, group in zip(saved_groups, groups)
+               for key, param in zip(saved_group["params"], group["params"])}
+    return {"state": {name_of[key]: state for key, state in saved["state"].items()},
+            "param_groups": [{**group, "params": [name_of[key] for key in group["params"]]} for group in saved_groups]}
 
 
 def is_sharded(module: nn.Module) -> bool:
@@ -73,6 +112,7 @@ def unsharded(module: nn.Module, build: Callable[[], nn.Module]) -> nn.Module:
         return module
     state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True))
     device = next(iter(state.values())).device
-    plain = build().to(device)
+    plain = build()  # on the CPU, so the gathered weights and the copy are never on the device together
     plain.load_state_dict(state)
-    return plain.eval().requires_grad_(False)
+    del state
+    return plain.to(device).eval().requires_grad_(False)
