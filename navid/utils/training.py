@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -156,11 +157,17 @@ class StepFileCheckpoint(StepEndCallback, ModelCheckpoint):
 
     A resumed run's first batch still has the checkpoint's ``global_step`` until its step ends, and
     Lightning saved that step's file again there, counting one batch more than the weights had seen.
+    Under manual optimization (the tokenizer's GAN) Lightning warns at each file that it holds the weights
+    after the step, not before; after the step is what these files hold by design (``last.ckpt`` too), so
+    that warning is silenced here.
     """
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self.step_ended(trainer):
+        if not self.step_ended(trainer):
+            return
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
             ModelCheckpoint.on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx)
 
 
