@@ -114,6 +114,17 @@ def test_template_commands_parse(template, job, tmp_path):
         assert (args.num, args.cfg, args.split) == (10000, 1.25, "train")  # the papers' protocol, as in the README
 
 
+def test_generator_template_passes_the_fsdp_strategy_through(job, tmp_path):
+    env, calls = job
+    template = REPO / "tools" / "slurm" / "train_generator.sbatch"
+    result = run_template(template, env, tmp_path, "trainer.strategy=fsdp")
+    assert result.returncode == 0, result.stderr
+    (srun,) = calls("srun")
+    _, args = navid_command(srun)
+    cfg = load_config(SCHEMAS[args.command], REPO / args.config, args.overrides)
+    assert (cfg.trainer.strategy, cfg.trainer.num_nodes, cfg.trainer.devices) == ("fsdp", 4, 8)
+
+
 @pytest.mark.parametrize("template", [t for t in TEMPLATES if t.stem.startswith("train")], ids=lambda p: p.stem)
 def test_restart_resumes_from_last_checkpoint(template, job, tmp_path):
     env, calls = job
