@@ -98,3 +98,26 @@ def test_a_sharded_bf16_run_validates_writes_previews_and_its_checkpoint_samples
     _run([sys.executable, "-m", "navid.cli", "sample", "--generator", str(out / "checkpoints" / "last.ckpt"),
           "--tokenizer", str(tokenizer), "--classes", "a,b", "--per-class", "1", "--out", str(tmp_path / "samples")])
     assert len(list((tmp_path / "samples" / "videos").rglob("*.mp4"))) == 2
+
+
+def test_optimizer_state_is_named_by_pairing_parameter_groups_in_order(tmp_path):
+    # navid's AdamW lists the matrices first, then the vectors: its ids do not follow module.parameters().
+    from navid.utils.sharding import optimizer_state_by_name
+
+    model = torch.nn.Sequential(torch.nn.LayerNorm(4), torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    groups = [[p for p in model.parameters() if p.ndim == 2], [p for p in model.parameters() if p.ndim < 2]]
+    optimizer = torch.optim.AdamW([{"params": g} for g in groups])
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_name = optimizer_state_by_name(optimizer.state_dict(), optimizer, names, tmp_path / "last.ckpt")
+    assert [g["params"] for g in by_name["param_groups"]] == [["1.weight"], ["0.weight", "0.bias", "1.bias",
+                                                                             "2.weight", "2.bias"]]
+    params = dict(model.named_parameters())
+    for name, state in by_name["state"].items():
+        assert torch.equal(state["exp_avg"], optimizer.state[params[name]]["exp_avg"]), name
+
+    other = torch.optim.AdamW([{"params": groups[0] + groups[1][:1]}, {"params": groups[1][1:]}])
+    with pytest.raises(ValueError, match=r"last.ckpt: its optimizer has parameter groups of \[1, 5\] parameters, "
+                                         r"this run's has \[2, 4\]"):
+        optimizer_state_by_name(optimizer.state_dict(), other, names, tmp_path / "last.ckpt")

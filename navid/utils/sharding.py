@@ -46,7 +46,8 @@ class FullyShardedStrategy(ModelParallelStrategy):
 
         Lightning's own load re-keys a file's optimizer state by assuming its parameter ids follow
         ``module.parameters()``. A DDP or one-process file numbers them in the optimizer's order instead
-        (the weight-decay group first), so the moments would land on other parameters. Here each id is
+        (the weight-decay group first), so the ids name other parameters and the load fails ("Missing
+        optimizer state for parameter") or meets the wrong shapes. Here each id is
         named by pairing the file's parameter groups with this optimizer's, in order, as
         ``torch.optim.Optimizer.load_state_dict`` does: right for files of both kinds.
         """
