@@ -1,7 +1,8 @@
 """``trainer.strategy=fsdp`` (FSDP2, gloo, CPU): the README's commands, run as real ``navid train`` processes.
 
 Sharded training must give the weights of the single-process run, its checkpoints must resume exactly under FSDP and
-under DDP, and validation, previews, bf16-mixed, accumulation and ``navid sample`` must work on a sharded run.
+under DDP (and DDP's under FSDP), and validation, previews, bf16-mixed, accumulation and ``navid sample`` must work
+on a sharded run.
 """
 
 from __future__ import annotations
