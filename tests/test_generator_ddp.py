@@ -65,3 +65,33 @@ def test_ddp_resume_trains_on_the_batches_of_the_uninterrupted_run(tmp_path):
     resumed = train(tmp_path / "split", 7, "--resume")
     assert resumed["global_step"] == 7
     assert_same_weights(resumed, full)
+
+
+LEAVES_THE_GROUP = """
+import sys
+
+import torch.distributed as dist
+
+from navid.config import load_config
+from navid.generation.config import GeneratorTrainConfig
+from navid.generation.lightning_module import train_generator
+
+train_generator(load_config(GeneratorTrainConfig, None, sys.argv[1:]))
+print(f"rank {dist.get_rank() if dist.is_initialized() else None}: done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.slow
+def test_training_leaves_the_process_group_it_ran_in(tmp_path, strategy):
+    # Lightning leaves the group up; a gloo rank that exits while its peer still runs can abort the peer, and NCCL
+    # warns at exit about a group that was not destroyed.
+    cache = make_token_cache(tmp_path / "cache", num_clips=8, num_classes=2)
+    script = tmp_path / "train.py"
+    script.write_text(LEAVES_THE_GROUP)
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
+            *tiny_overrides(cache, tmp_path / "run", steps=2, **{"trainer.devices": 2, "trainer.strategy": strategy})]
+    done = subprocess.run(argv, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("rank None: done") == 2, done.stdout[-2000:]

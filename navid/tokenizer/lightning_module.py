@@ -49,7 +49,9 @@ from navid.tokenizer.losses import (
 )
 from navid.tokenizer.model import VideoTokenizer
 from navid.utils.ema import StepEMA
-from navid.utils.training import adamw_with_schedule, build_trainer, resume_checkpoint, seed_batch
+from navid.utils.training import (
+    adamw_with_schedule, build_trainer, leave_process_group, resume_checkpoint, seed_batch,
+)
 
 
 class TokenizerModule(L.LightningModule):
@@ -232,4 +234,6 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False) -> Path:
         trainer_cfg = dataclasses.replace(trainer_cfg, gradient_clip_val=0.0, strategy=strategy)
     trainer = build_trainer(trainer_cfg, cfg.out_dir)
     trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume))
-    return save_tokenizer(module.ema, Path(cfg.out_dir) / "tokenizer.pt")
+    exported = save_tokenizer(module.ema, Path(cfg.out_dir) / "tokenizer.pt")
+    leave_process_group(trainer)
+    return exported

@@ -23,6 +23,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from navid.config import ConfigError, OptimConfig, TrainerConfig
 from navid.data.resumable_order import OrderLayoutCheck, seed_of
 from navid.utils.atomic import torch_save_atomic
+from navid.utils.distributed import teardown_distributed
 from navid.utils.previews import PreviewVideos
 from navid.utils.sharding import FullyShardedStrategy
 from navid.utils.step_end import StepEndCallback
@@ -279,6 +280,17 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
         default_root_dir=str(out),
         num_sanity_val_steps=0,
     )
+
+
+def leave_process_group(trainer: L.Trainer) -> None:
+    """After ``fit`` and the files written after it: wait for every rank, then destroy the process group Lightning
+    made (nothing to do in one process).
+
+    Lightning leaves the group in place. PyTorch asks for ``destroy_process_group`` before exit (NCCL warns
+    without it), and a gloo rank that exits while its peer still runs can make the peer abort at exit.
+    """
+    trainer.strategy.barrier()
+    teardown_distributed()
 
 
 def seed_batch(seed: int, global_rank: int, batch_index: int) -> None:
