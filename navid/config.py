@@ -98,6 +98,7 @@ def from_dict(schema: Type[T], data: dict) -> T:
 LOGGERS = ("csv", "tensorboard")
 HALF_WEIGHT_PRECISIONS = ("bf16-true", "16-true")  # Lightning's half-precision weights ("bf16", "16" are mixed)
 FSDP_PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16")  # what Lightning runs under FSDP2 (with aliases)
+SHARDED_STRATEGIES = ("fsdp", "hsdp")  # navid.utils.sharding: over all ranks; within each node
 
 
 @dataclass
@@ -148,14 +149,16 @@ class TrainerConfig:
                 "decay 0.9999 the EMA stays near its early weights, and sampling uses it). Use 'bf16-mixed': bf16 "
                 "compute with fp32 weights, optimizer state and EMA."
             )
-        if "fsdp" in str(self.strategy).lower() and self.strategy != "fsdp":
+        if "sdp" in str(self.strategy).lower() and self.strategy not in SHARDED_STRATEGIES:
             raise ValueError(
                 f"key 'trainer.strategy': '{self.strategy}' is not supported. Use 'fsdp' (PyTorch's per-parameter "
-                "FSDP2, which shards the model and its EMA copy alike) or 'ddp'."
+                "FSDP2, which shards the model and its EMA copy alike over all ranks), 'hsdp' (the same, sharded "
+                "within each node and replicated across nodes) or 'ddp'."
             )
-        if self.strategy == "fsdp" and self.precision not in FSDP_PRECISIONS:
-            raise ValueError(f"key 'trainer.precision': '{self.precision}' does not run under trainer.strategy=fsdp "
-                             "(Lightning's FSDP2 strategy takes '32-true' or 'bf16-mixed'); use 'bf16-mixed'")
+        if self.strategy in SHARDED_STRATEGIES and self.precision not in FSDP_PRECISIONS:
+            raise ValueError(f"key 'trainer.precision': '{self.precision}' does not run under "
+                             f"trainer.strategy={self.strategy} (Lightning's FSDP2 strategy takes '32-true' or "
+                             "'bf16-mixed'); use 'bf16-mixed'")
 
 
 @dataclass

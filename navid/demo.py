@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from navid import __version__
-from navid.utils.atomic import atomic_path, prepare_output_dir, write_json_atomic, write_text_atomic
+from navid.utils.atomic import copy_atomic, prepare_output_dir, write_json_atomic, write_text_atomic
 from navid.utils.markdown import markdown_table
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -110,12 +110,6 @@ def _run_command(stage: str, argv: Sequence[str]) -> None:
         raise DemoStageError(f"demo stage '{stage}' failed: `navid {' '.join(map(str, argv))}` exited with {status}")
 
 
-def _copy_atomic(src: Path, dst: Path) -> Path:
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-    return dst
-
-
 class _Stages:
     """Runs the stages in order, printing a header and timing each one."""
 
@@ -182,7 +176,7 @@ def run_demo(
             f"data.root={data}", f"out_dir={run_dir}", f"seed={seed}",
             "trainer.max_time_minutes=null", f"trainer.max_steps={plan.tokenizer_steps}", *plan.tokenizer_overrides,
         ])
-        _copy_atomic(run_dir / "tokenizer.pt", tokenizer_ckpt)
+        copy_atomic(run_dir / "tokenizer.pt", tokenizer_ckpt)
         _run_command("reconstruct", [
             "reconstruct", "--tokenizer", tokenizer_ckpt, "--data", data, "--split", "test",
             "--out", out / "reconstructions", "--json", out / "tokenizer_reconstruction.json",
@@ -204,7 +198,7 @@ def run_demo(
             f"data.tokens={out / 'tokens'}", f"out_dir={run_dir}", "model.schedule=nar", f"seed={seed}",
             "trainer.max_time_minutes=null", f"trainer.max_steps={plan.generator_steps}",
         ])
-        _copy_atomic(run_dir / "checkpoints" / "last.ckpt", generator_ckpt)
+        copy_atomic(run_dir / "checkpoints" / "last.ckpt", generator_ckpt)
 
     def samples() -> None:
         _run_command("sample", [

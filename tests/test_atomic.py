@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import tempfile
 from pathlib import Path
 
+import pytest
 import torch
 
-from navid.utils.atomic import write_text_atomic
+from navid.utils.atomic import link_atomic, write_text_atomic
 from navid.utils.training import AtomicCheckpointIO
 
 
@@ -35,3 +37,27 @@ def test_a_replaced_file_keeps_its_mode(tmp_path):
     target.chmod(0o600)
     write_text_atomic(target, "{\"a\": 1}\n")
     assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_text() == "{\"a\": 1}\n"
+
+
+def test_link_atomic_names_the_same_file_and_a_later_replace_leaves_the_link_whole(tmp_path):
+    src, dst = tmp_path / "last.ckpt", tmp_path / "step0000002.ckpt"
+    write_text_atomic(src, "step 2")
+    write_text_atomic(dst, "an older step file")
+    link_atomic(src, dst)
+    assert os.path.samefile(src, dst)
+    write_text_atomic(src, "step 3")  # the next last.ckpt is renamed onto the name, as every navid writer does
+    assert (dst.read_text(), src.read_text()) == ("step 2", "step 3")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "step0000002.ckpt"]  # no temporary left
+
+
+def test_link_atomic_copies_across_file_systems(tmp_path):
+    # A hard link cannot cross file systems (EXDEV): the same call then writes a copy.
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a file system of its own")
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        src = Path(other) / "last.ckpt"
+        write_text_atomic(src, "step 2")
+        link_atomic(src, tmp_path / "step0000002.ckpt")
+        assert not os.path.samefile(src, tmp_path / "step0000002.ckpt")
+    assert (tmp_path / "step0000002.ckpt").read_text() == "step 2"

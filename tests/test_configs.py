@@ -43,6 +43,7 @@ def test_generator_sizes_build(size):
 @pytest.mark.parametrize("override, message", [
     ("trainer.strategy=FSDP_cpu_offload", "key 'trainer.strategy'.*not supported.*Use 'fsdp'.*or 'ddp'"),
     ("trainer.strategy=fsdp_full_shard", "key 'trainer.strategy'.*not supported.*Use 'fsdp'.*or 'ddp'"),
+    ("trainer.strategy=HSDP", "key 'trainer.strategy'.*not supported.*Use 'fsdp'.*'hsdp'.*or 'ddp'"),
     ("trainer.precision=bf16-true", "key 'trainer.precision'.*EMA.*Use 'bf16-mixed'"),
     ("trainer.precision=16-true", "key 'trainer.precision'.*EMA.*Use 'bf16-mixed'"),
 ])
@@ -58,18 +59,19 @@ def test_settings_that_break_the_ema_are_refused_with_the_key_named(override, me
         assert load_config(schema, path, [*required, "trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
 
 
-def test_fsdp_is_for_the_generator_with_full_or_bf16_mixed_precision():
+@pytest.mark.parametrize("strategy", ["fsdp", "hsdp"])
+def test_sharding_is_for_the_generator_with_full_or_bf16_mixed_precision(strategy):
     from navid.config import ConfigError
 
     generator, tokenizer = CONFIGS / "generator" / "L.yaml", CONFIGS / "tokenizer" / "ucf101.yaml"
-    fsdp = ["data.tokens=TOKENS", "trainer.strategy=fsdp"]
-    assert load_config(GeneratorTrainConfig, generator, fsdp).trainer.strategy == "fsdp"
+    sharded = ["data.tokens=TOKENS", f"trainer.strategy={strategy}"]
+    assert load_config(GeneratorTrainConfig, generator, sharded).trainer.strategy == strategy
     for precision in ("32", "32-true", "bf16", "bf16-mixed"):  # Lightning's names and their aliases
-        assert load_config(GeneratorTrainConfig, generator, [*fsdp, f"trainer.precision={precision}"])
-    with pytest.raises(ConfigError, match="key 'trainer.precision': '16-mixed' does not run under .*fsdp"):
-        load_config(GeneratorTrainConfig, generator, [*fsdp, "trainer.precision=16-mixed"])
-    with pytest.raises(ConfigError, match="key 'trainer.strategy': 'fsdp' is wired for the generator.*'ddp'"):
-        load_config(TokenizerTrainConfig, tokenizer, ["data.root=ROOT", "trainer.strategy=fsdp"])
+        assert load_config(GeneratorTrainConfig, generator, [*sharded, f"trainer.precision={precision}"])
+    with pytest.raises(ConfigError, match=f"key 'trainer.precision': '16-mixed' does not run under .*{strategy}"):
+        load_config(GeneratorTrainConfig, generator, [*sharded, "trainer.precision=16-mixed"])
+    with pytest.raises(ConfigError, match=f"key 'trainer.strategy': '{strategy}' is wired for the generator.*'ddp'"):
+        load_config(TokenizerTrainConfig, tokenizer, ["data.root=ROOT", f"trainer.strategy={strategy}"])
 
 
 @pytest.mark.parametrize("override, message", [

@@ -1,4 +1,5 @@
-"""``trainer.strategy=fsdp`` (FSDP2, gloo, CPU): the README's commands, run as real ``navid train`` processes.
+"""``trainer.strategy=fsdp`` / ``hsdp`` (FSDP2, gloo, CPU): the README's commands, run as real ``navid train``
+processes.
 
 Sharded training must give the weights of the single-process run, its checkpoints must resume exactly under FSDP and
 under DDP (and DDP's under FSDP), and validation, previews, bf16-mixed, accumulation and ``navid sample`` must work
@@ -12,6 +13,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +62,52 @@ def test_torchrun_fsdp_shards_the_weights_and_trains_like_one_process(tmp_path):
     # Reduce-scattered float32 gradients differ from one batch's only in summation order (~1e-7 relative); see
     # assert_same_weights for the tolerance.
     assert_same_weights(fsdp, single)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _train_on_two_nodes(cache: Path, out: Path, steps: int, *flags: str, **extra) -> str:
+    """The README's multi-node command: one ``torchrun`` agent a node meeting at a c10d rendezvous, here two "nodes"
+    of 2 ranks each on this machine."""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "2",
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", out.name,
+                "-m", "navid.cli", "train", *flags,
+                *tiny_overrides(cache, out, steps=steps, **{"trainer.num_nodes": 2, "trainer.devices": 2, **extra})]
+    agents = [subprocess.Popen(torchrun, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for _ in range(2)]
+    logs = [agent.communicate(timeout=300)[0] for agent in agents]
+    assert [agent.returncode for agent in agents] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    return "\n".join(logs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["hsdp", "ddp"])
+def test_two_node_torchrun_trains_like_one_process(tmp_path, strategy):
+    # 16 clips: one process takes them in one batch of 16, 2 nodes x 2 ranks 4 each. Under hsdp each node's 2 ranks
+    # hold half of every weight and the nodes hold replicas; clipping at 0.05 acts at every step, so the gradient
+    # norm must count each shard once, not once per replica. The hsdp run stops at step 3 and resumes: its
+    # checkpoint is loaded into the shards of both replicas.
+    cache = make_token_cache(tmp_path / "cache", num_clips=16, num_classes=4)
+    _train(cache, tmp_path / "single", 6, **{"data.batch_size": 16, "trainer.gradient_clip_val": 0.05})
+    extra = {"data.batch_size": 4, "trainer.strategy": strategy, "trainer.gradient_clip_val": 0.05}
+    if strategy == "hsdp":
+        _train_on_two_nodes(cache, tmp_path / strategy, 3, **extra)
+        assert _last(tmp_path / strategy)["global_step"] == 3
+    log = _train_on_two_nodes(cache, tmp_path / strategy, 6, *(["--resume"] if strategy == "hsdp" else []), **extra)
+    single = _last(tmp_path / "single")
+    if strategy == "hsdp":
+        assert "sharded over the 2 ranks of each node, replicated over 2 node(s)" in log
+        held, total = (int(n.replace(",", "")) for n in re.search(r"holds ([\d,]+) of the model's ([\d,]+)",
+                                                                  log).groups())
+        weights = [v for k, v in single["state_dict"].items() if k.startswith("model.") and v.numel()]
+        assert (held, total) == (sum(math.ceil(len(v) / 2) * v[0].numel() for v in weights),
+                                 sum(v.numel() for v in weights))
+    assert_same_weights(_last(tmp_path / strategy), single)
 
 
 @pytest.mark.slow

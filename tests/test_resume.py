@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import lightning as L
 import pytest
 import torch
 
@@ -247,6 +248,44 @@ def test_checkpoint_on_an_epochs_last_batch_is_written_with_validation_on(tmp_pa
     trainer.fit(TokenizerModule(cfg), train_dataloaders=clip_loader(cfg, 8), val_dataloaders=clip_loader(cfg, 2))
     assert _load(tmp_path / "checkpoints" / "step0000004.ckpt")["global_step"] == 4
     assert _load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 6  # where the run stopped
+
+
+class CountSaves(L.Callback):
+    """The global step of every checkpoint Lightning assembles (each one a gather of the state under FSDP)."""
+
+    def __init__(self) -> None:
+        self.at_steps: list[int] = []
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.at_steps.append(trainer.global_step)
+
+
+def test_a_periodic_checkpoint_is_assembled_once_and_its_step_file_is_last_ckpt(tmp_path):
+    # Before: the step file and last.ckpt were two saves of the same step, each gathering and writing the whole
+    # state (model, EMA, AdamW): twice the I/O, and under FSDP two gathers onto rank 0.
+    from training_helpers import clip_loader, small_tokenizer_config
+
+    from navid.tokenizer.lightning_module import TokenizerModule
+    from navid.utils.training import build_trainer
+
+    cfg = small_tokenizer_config(tmp_path, "trainer.max_steps=5", "trainer.checkpoint_every_n_steps=2")
+    saves = CountSaves()
+    trainer = build_trainer(cfg.trainer, tmp_path, callbacks=[saves])
+    folder = tmp_path / "checkpoints"
+    linked: list[bool] = []
+
+    class LookAfterStep4(L.Callback):  # runs after the checkpoint callback, at the same batch end
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if trainer.global_step == 4:
+                linked.append(os.path.samefile(folder / "last.ckpt", folder / "step0000004.ckpt"))
+
+    trainer.callbacks.append(LookAfterStep4())
+    trainer.fit(TokenizerModule(cfg), train_dataloaders=clip_loader(cfg, 16))
+    assert saves.at_steps == [2, 4, 5]  # one per periodic step, one where the run stopped
+    assert linked == [True]
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "step0000004.ckpt"]
+    assert _load(folder / "step0000004.ckpt")["global_step"] == 4  # last.ckpt was replaced, not written through
+    assert _load(folder / "last.ckpt")["global_step"] == 5
 
 
 def test_a_moved_run_keeps_writing_last_ckpt_and_its_time_limit_restarts(tmp_path):

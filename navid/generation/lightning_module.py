@@ -84,11 +84,13 @@ class GeneratorModule(L.LightningModule):
         self.preview_decoder: tuple[VideoTokenizer, ...] = ()
 
     def configure_model(self) -> None:
-        """Under ``trainer.strategy=fsdp``, shard the model and its EMA copy alike (see :mod:`navid.utils.sharding`)."""
-        if isinstance(self.trainer.strategy, FullyShardedStrategy) and not is_sharded(self.model):
-            shard_with_ema(self.model, self.ema, "layers", self.device_mesh["data_parallel"], ["target_logits"])
+        """Under ``trainer.strategy=fsdp`` or ``hsdp``, shard the model and its EMA copy alike (see
+        :mod:`navid.utils.sharding`)."""
+        strategy = self.trainer.strategy
+        if isinstance(strategy, FullyShardedStrategy) and not is_sharded(self.model):
+            shard_with_ema(self.model, self.ema, "layers", strategy.shard_mesh, ["target_logits"])
             held, total = weights_on_this_rank(self.model)
-            rank_zero_info(f"trainer.strategy=fsdp: rank 0 holds {held:,} of the model's {total:,} weights, and as "
+            rank_zero_info(f"{strategy.description}; rank 0 holds {held:,} of the model's {total:,} weights, and as "
                            "many of its EMA copy's")
 
     def _device_schedule(self) -> Schedule:

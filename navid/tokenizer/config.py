@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from navid.config import OptimConfig, TrainerConfig
+from navid.config import SHARDED_STRATEGIES, OptimConfig, TrainerConfig
 from navid.data.datamodule import DataConfig
 
 
@@ -108,7 +108,8 @@ class TokenizerTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.trainer.strategy == "fsdp":
-            raise ValueError("key 'trainer.strategy': 'fsdp' is wired for the generator; the tokenizer trains with "
+        if self.trainer.strategy in SHARDED_STRATEGIES:
+            raise ValueError(f"key 'trainer.strategy': '{self.trainer.strategy}' is wired for the generator; the "
+                             "tokenizer trains with "
                              "'ddp' (at paper scale its 105M weights with their AdamW state and EMA copy take about "
                              "2 GB, which fits one GPU)")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import stat
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Optional
 
@@ -73,6 +75,33 @@ def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
 
     with atomic_file(path) as f:
         torch.save(obj, f)
+
+
+def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy ``src`` to ``dst`` through :func:`atomic_path`."""
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return Path(dst)
+
+
+def link_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Make ``dst`` a hard link to ``src`` (one file, two names, no bytes written), replacing ``dst`` atomically.
+
+    Where the file system has no hard links, ``dst`` becomes a copy. Writers in navid replace files by
+    renaming a new one onto the name (:func:`atomic_path`), so a later write to either name leaves the
+    other name holding the old contents.
+    """
+    target = Path(dst)
+    tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex}.tmp{target.suffix}")
+    try:
+        os.link(src, tmp)
+    except OSError:
+        return copy_atomic(src, dst)
+    try:
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 def prepare_output_dir(path: str | os.PathLike, overwrite: bool, what: str = "--out") -> Path:

@@ -1,11 +1,14 @@
-"""Fully sharded data-parallel training (``trainer.strategy=fsdp``): PyTorch's per-parameter FSDP2.
+"""Fully sharded data-parallel training (``trainer.strategy=fsdp`` / ``hsdp``): PyTorch's per-parameter FSDP2.
 
-Each parameter is split along its first dimension over all ranks, so a rank holds 1/world of the
-weights, gradients and AdamW state. A model and its EMA copy are sharded alike (:func:`shard_with_ema`):
-their shards then have the same shapes and placements on every rank, and the EMA update stays a
-local ``lerp_`` per shard with no communication. Checkpoints are gathered into one ordinary file on
-rank 0, the file a single process writes, so ``navid sample``, ``navid evaluate`` and ``--resume``
-(under any strategy and world size) read it as before.
+Each parameter is split along its first dimension over a shard group of ranks, so a rank holds 1/group of
+the weights, gradients and AdamW state. Under ``fsdp`` the group is every rank; under ``hsdp`` (hybrid
+sharding) it is the ranks of one node, and the nodes hold replicas whose gradients are averaged across
+nodes: the per-block gathers stay on a node's own links, and only the gradient all-reduce crosses nodes.
+A model and its EMA copy are sharded alike (:func:`shard_with_ema`): their shards then have the same
+shapes and placements on every rank, and the EMA update stays a local ``lerp_`` per shard with no
+communication. Checkpoints are gathered into one ordinary file on rank 0, the file a single process
+writes, so ``navid sample``, ``navid evaluate`` and ``--resume`` (under any strategy and world size)
+read it as before.
 """
 
 from __future__ import annotations
@@ -20,26 +23,42 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions, get_model_state_dict, set_model_state_dict, set_optimizer_state_dict,
 )
-from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 from torch.optim import Optimizer
 
 
 class FullyShardedStrategy(ModelParallelStrategy):
-    """FSDP2 over every rank of every node (no tensor parallelism), with full single-file checkpoints.
+    """FSDP2 data parallelism over every rank of every node (no tensor parallelism), with full single-file
+    checkpoints; ``hybrid``: sharded within each node and replicated across nodes (HSDP).
 
     Lightning's ``ModelParallelStrategy`` defaults its data-parallel size to the number of nodes and
-    leaves the GPUs of a node to tensor parallelism; here every rank is a data-parallel shard. The
-    LightningModule shards itself in ``configure_model`` over ``device_mesh["data_parallel"]``.
+    leaves the GPUs of a node to tensor parallelism; here every rank is a data-parallel rank with a
+    data shard of its own. The LightningModule shards itself in ``configure_model`` over :attr:`shard_mesh`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hybrid: bool = False) -> None:
         super().__init__(save_distributed_checkpoint=False)
+        self.hybrid = hybrid
+        self.shard_mesh: Optional[DeviceMesh] = None
 
     def setup_environment(self) -> None:
         self._data_parallel_size = self.num_nodes * self.num_processes
         self._tensor_parallel_size = 1
         super().setup_environment()
+        if self.hybrid:  # (nodes, ranks per node): FSDP2 replicates over the first dimension, shards over the second
+            self.shard_mesh = init_device_mesh(self.root_device.type, (self.num_nodes, self.num_processes),
+                                               mesh_dim_names=("replicate", "shard"))
+        else:
+            self.shard_mesh = self.device_mesh["data_parallel"]
+
+    @property
+    def description(self) -> str:
+        """Where the weights are split, for the log line at start-up."""
+        if self.hybrid:
+            return (f"trainer.strategy=hsdp: sharded over the {self.num_processes} ranks of each node, "
+                    f"replicated over {self.num_nodes} node(s)")
+        return f"trainer.strategy=fsdp: sharded over all {self.world_size} ranks"
 
     def load_checkpoint(self, checkpoint_path: str | os.PathLike, weights_only: Optional[bool] = None) -> dict:
         """Load a full checkpoint, written under any strategy, into the sharded module and optimizer.

@@ -10,19 +10,18 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, Checkpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from navid.config import ConfigError, OptimConfig, TrainerConfig
+from navid.config import SHARDED_STRATEGIES, ConfigError, OptimConfig, TrainerConfig
 from navid.data.resumable_order import OrderLayoutCheck, seed_of
-from navid.utils.atomic import torch_save_atomic
+from navid.utils.atomic import link_atomic, torch_save_atomic
 from navid.utils.distributed import teardown_distributed
 from navid.utils.previews import PreviewVideos
 from navid.utils.sharding import FullyShardedStrategy
@@ -153,44 +152,45 @@ class StopFile(StepEndCallback):
                   flush=True)
 
 
-class StepFileCheckpoint(StepEndCallback, ModelCheckpoint):
-    """Lightning's periodic ``stepNNNNNNN.ckpt`` files, saved only at a batch that ended a step.
+class RunCheckpoints(StepEndCallback, Checkpoint):
+    """``last.ckpt`` every ``every_n_steps`` steps and at the step where the run stops (``max_steps`` reached or a
+    stop requested), what ``--resume`` continues from; at every ``every_n_steps``-th step the same file is also
+    kept as ``stepNNNNNNN.ckpt``, which replaces this run's previous step file.
 
-    A resumed run's first batch still has the checkpoint's ``global_step`` until its step ends, and
-    Lightning saved that step's file again there, counting one batch more than the weights had seen.
-    Under manual optimization (the tokenizer's GAN) Lightning warns at each file that it holds the weights
-    after the step, not before; after the step is what these files hold by design (``last.ckpt`` too), so
-    that warning is silenced here.
+    Written only at a batch that ended an optimizer step: under gradient accumulation the other batches hold
+    half-summed gradients, which no checkpoint holds. The state is gathered and written once per step: the step
+    file is a hard link to ``last.ckpt`` (a copy where the file system has none), not a second save, which under
+    FSDP would gather the whole model, EMA and AdamW state onto rank 0 twice. A run resumed in a moved or copied
+    folder leaves the step files it did not write in that folder alone.
     """
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        if not self.step_ended(trainer):
-            return
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-            ModelCheckpoint.on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx)
+    def __init__(self, dirpath: Path, every_n_steps: int) -> None:
+        self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
+        self.step_file: Optional[str] = None  # this run's newest step file (absolute path), in its checkpoints
 
-
-class LastCheckpoint(StepEndCallback, Checkpoint):
-    """Writes ``last.ckpt`` every ``every_n_steps`` steps and at the step where the run stops (``max_steps``
-    reached or a stop requested), what ``--resume`` continues from.
-
-    Always inside the step, in the state of Lightning's periodic checkpoints. Lightning's own
-    ``save_last`` also writes the file when ``fit`` ends and after validation, and resumes those as if
-    the epoch in progress had ended: its batch count and accumulation phase would then be off the
-    uninterrupted run's. A :class:`~lightning.pytorch.callbacks.Checkpoint`, so that Lightning runs it
-    after :class:`StepFileCheckpoint`: the file then holds that callback's state after its save (which
-    step file the resumed run replaces next).
-    """
-
-    def __init__(self, path: Path, every_n_steps: int) -> None:
-        self.path, self.every_n_steps = path, every_n_steps
+    @property
+    def last(self) -> Path:
+        return self.dirpath / LAST_CHECKPOINT
 
     def on_step_end(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
-        stops = trainer.should_stop or trainer.global_step >= trainer.max_steps
-        if stops or trainer.global_step % self.every_n_steps == 0:
-            trainer.save_checkpoint(self.path, weights_only=False)
+        step = trainer.global_step
+        periodic = step % self.every_n_steps == 0
+        if not (periodic or trainer.should_stop or step >= trainer.max_steps):
+            return
+        previous = self.step_file
+        if periodic:
+            self.step_file = str(self.dirpath / f"step{step:07d}.ckpt")
+        trainer.save_checkpoint(self.last, weights_only=False)  # a collective: every rank takes part
+        if periodic and trainer.is_global_zero:
+            link_atomic(self.last, self.step_file)
+            if previous is not None and previous != self.step_file and Path(previous).parent == self.dirpath:
+                Path(previous).unlink(missing_ok=True)
+
+    def state_dict(self) -> dict:
+        return {"step_file": self.step_file}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.step_file = state_dict.get("step_file")
 
 
 class CpuBf16WithoutOneDnn(Callback):
@@ -231,6 +231,11 @@ def make_logger(cfg: TrainerConfig, out_dir: Path) -> Logger:
     return CSVLogger(save_dir=str(out_dir), name="logs")
 
 
+def lightning_strategy(name: str) -> str | FullyShardedStrategy:
+    """What Lightning's ``strategy`` gets for ``trainer.strategy``: navid's FSDP2 strategy for ``fsdp`` and ``hsdp``."""
+    return FullyShardedStrategy(hybrid=name == "hsdp") if name in SHARDED_STRATEGIES else name
+
+
 def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Iterable[Callback] = (),
                   checkpoints: bool = True) -> L.Trainer:
     """A Trainer with the configured logger, crash-safe checkpoints (``last.ckpt``; none with
@@ -241,20 +246,7 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
     if cfg.max_time_minutes:
         all_callbacks.append(TimeLimitOfThisRun(cfg.max_time_minutes))
     if checkpoints:  # after the time limit, which may stop the run at the step they save; so may StopFile
-        # No monitor: with one, Lightning defers a save that falls on an epoch's last batch to the next validation,
-        # which under a step-based validation interval may come thousands of steps later or never. save_top_k=1
-        # then keeps the latest step file. No version counter: a resumed run whose folder moved would otherwise
-        # write last-v1.ckpt and leave last.ckpt, which --resume reads, at the old step.
-        step_files = StepFileCheckpoint(
-            dirpath=out / "checkpoints",
-            filename="step{step:07d}",
-            auto_insert_metric_name=False,
-            every_n_train_steps=cfg.checkpoint_every_n_steps,
-            save_top_k=1,
-            save_last=False,  # LastCheckpoint writes last.ckpt
-            enable_version_counter=False,
-        )
-        all_callbacks += [StopFile(out), step_files, LastCheckpoint(last_checkpoint(out), cfg.checkpoint_every_n_steps)]
+        all_callbacks += [StopFile(out), RunCheckpoints(out / "checkpoints", cfg.checkpoint_every_n_steps)]
     if cfg.sample_every_n_steps:
         all_callbacks.append(PreviewVideos(cfg.sample_every_n_steps, out))
     if cfg.progress_bar:
@@ -262,7 +254,7 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
     return L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
-        strategy=FullyShardedStrategy() if cfg.strategy == "fsdp" else cfg.strategy,
+        strategy=lightning_strategy(cfg.strategy),
         num_nodes=cfg.num_nodes,
         precision=cfg.precision,
         max_steps=cfg.max_steps,
