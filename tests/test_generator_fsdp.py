@@ -88,13 +88,16 @@ def _train_on_two_nodes(cache: Path, out: Path, steps: int, *flags: str, **extra
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["hsdp", "ddp"])
 def test_two_node_torchrun_trains_like_one_process(tmp_path, strategy):
-    # 16 clips: one process takes them in one batch of 16, 2 nodes x 2 ranks 4 each. Under hsdp each node's 2 ranks
-    # hold half of every weight and the nodes hold replicas; clipping at 0.05 acts at every step, so the gradient
-    # norm must count each shard once, not once per replica. The hsdp run stops at step 3 and resumes: its
-    # checkpoint is loaded into the shards of both replicas.
+    # 16 clips: one process takes them in one batch of 16, 2 nodes x 2 ranks 4 each (under hsdp as 2 micro-batches
+    # of 2). Under hsdp each node's 2 ranks hold half of every weight and the nodes hold replicas; the first
+    # micro-batch's gradient shards are averaged across nodes only with the second's. Clipping at 0.05 acts at every
+    # step, so the gradient norm must count each shard once, not once per replica. The hsdp run stops at step 3 and
+    # resumes: its checkpoint is loaded into the shards of both replicas.
     cache = make_token_cache(tmp_path / "cache", num_clips=16, num_classes=4)
     _train(cache, tmp_path / "single", 6, **{"data.batch_size": 16, "trainer.gradient_clip_val": 0.05})
     extra = {"data.batch_size": 4, "trainer.strategy": strategy, "trainer.gradient_clip_val": 0.05}
+    if strategy == "hsdp":
+        extra.update({"data.batch_size": 2, "trainer.accumulate_grad_batches": 2})
     if strategy == "hsdp":
         _train_on_two_nodes(cache, tmp_path / strategy, 3, **extra)
         assert _last(tmp_path / strategy)["global_step"] == 3
@@ -108,6 +111,29 @@ def test_two_node_torchrun_trains_like_one_process(tmp_path, strategy):
         assert (held, total) == (sum(math.ceil(len(v) / 2) * v[0].numel() for v in weights),
                                  sum(v.numel() for v in weights))
     assert_same_weights(_last(tmp_path / strategy), single)
+
+
+@pytest.mark.slow
+def test_hsdp_refuses_ranks_not_numbered_node_by_node_on_every_rank(tmp_path):
+    # srun --distribution=cyclic numbers ranks round-robin over nodes: a "node" row of the mesh would then span
+    # nodes. Four processes as torchrun would start them (its environment variables), numbered cyclically: every
+    # rank must stop with the error, none may wait at a collective for the others.
+    cache = make_token_cache(tmp_path / "cache", num_clips=8, num_classes=2)
+    port = str(_free_port())
+    argv = [sys.executable, "-m", "navid.cli", "train", *tiny_overrides(cache, tmp_path / "run", steps=1, **{
+        "trainer.num_nodes": 2, "trainer.devices": 2, "trainer.strategy": "hsdp", "data.batch_size": 2})]
+    ranks = []
+    for node in range(2):
+        for local in range(2):
+            env = {**ENV, "TORCHELASTIC_RUN_ID": "cyclic", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+                   "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2", "GROUP_RANK": str(node), "LOCAL_RANK": str(local),
+                   "RANK": str(local * 2 + node)}
+            ranks.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = [rank.communicate(timeout=240)[0] for rank in ranks]
+    assert all(rank.returncode != 0 for rank in ranks)
+    for log in logs:
+        assert "navid train: error: trainer.strategy=hsdp needs the ranks of each node" in log, log[-2000:]
+        assert "global rank 1 is local rank 0 of node 1, where rank 2 was expected" in log
 
 
 @pytest.mark.slow

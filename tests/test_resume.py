@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -288,6 +289,40 @@ def test_a_periodic_checkpoint_is_assembled_once_and_its_step_file_is_last_ckpt(
     assert _load(folder / "last.ckpt")["global_step"] == 5
 
 
+def _fit_tokenizer(out, max_steps: int, resume: bool) -> None:
+    from training_helpers import clip_loader, small_tokenizer_config
+
+    from navid.tokenizer.lightning_module import TokenizerModule
+    from navid.utils.training import build_trainer
+
+    cfg = small_tokenizer_config(out, f"trainer.max_steps={max_steps}", "trainer.checkpoint_every_n_steps=2")
+    trainer = build_trainer(cfg.trainer, out)
+    ckpt = str(Path(out) / "checkpoints" / "last.ckpt") if resume else None
+    trainer.fit(TokenizerModule(cfg), train_dataloaders=clip_loader(cfg, 16), ckpt_path=ckpt)
+
+
+def test_step_files_are_replaced_whatever_the_spelling_of_the_folder_and_after_a_kill_between_saves(
+        tmp_path, monkeypatch):
+    # A run started as out_dir=run and resumed as /abs/.../run (an interactive start, then a SLURM job) must still
+    # replace its step file; so must a run killed after writing last.ckpt but before its old step file went.
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "run" / "checkpoints"
+    _fit_tokenizer(Path("run"), 2, resume=False)
+    _fit_tokenizer(tmp_path / "run", 4, resume=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "step0000004.ckpt"]
+
+    # The state of a kill at step 6 between the two: last.ckpt names step 6's file, which was never linked, and
+    # step 4's file is still there.
+    _fit_tokenizer(tmp_path / "run", 6, resume=True)
+    killed = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)
+    recorded = killed["callbacks"]["RunCheckpoints"]["step_files"]
+    assert recorded == [str(folder.resolve() / f"step000000{step}.ckpt") for step in (4, 6)]  # 4: the replaced one
+    torch.save(killed, folder / "last.ckpt")
+    (folder / "step0000006.ckpt").rename(folder / "step0000004.ckpt")
+    _fit_tokenizer(tmp_path / "run", 8, resume=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "step0000008.ckpt"]
+
+
 def test_a_moved_run_keeps_writing_last_ckpt_and_its_time_limit_restarts(tmp_path):
     # Lightning's checkpoint callback, resumed in another folder, wrote last-v1.ckpt and left last.ckpt (what
     # --resume reads) at the old step; Lightning's max_time counted the earlier run's time, so a resumed run
@@ -317,5 +352,5 @@ def test_a_moved_run_keeps_writing_last_ckpt_and_its_time_limit_restarts(tmp_pat
 
     timed = tmp_path / "timed"
     stopped = fit(timed, 100_000, resume=False, minutes=0.01)
-    assert 0 < stopped < 100_000  # (LastCheckpoint wrote last.ckpt at this step)
+    assert 0 < stopped < 100_000  # (RunCheckpoints wrote last.ckpt at this step)
     assert fit(timed, 100_000, resume=True, minutes=0.01) > stopped  # the limit counts from this run's start

@@ -78,9 +78,9 @@ def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
 
 
 def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Copy ``src`` to ``dst`` through :func:`atomic_path`."""
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
+    """Copy ``src`` to ``dst`` through :func:`atomic_file` (flushed to disk before the rename)."""
+    with open(src, "rb") as source, atomic_file(dst) as f:
+        shutil.copyfileobj(source, f)
     return Path(dst)
 
 

@@ -30,7 +30,7 @@ def ema_decay_at(step: int, decay: float) -> float:
 class StepEMA:
     """An EMA copy's decay schedule and update count; :meth:`update` is called right after each optimizer step.
 
-    Not from ``on_train_batch_end``: ``ModelCheckpoint`` writes a step's checkpoint in its own
+    Not from ``on_train_batch_end``: the checkpoint callback writes a step's checkpoint in its own
     ``on_train_batch_end``, which Lightning runs before the module's, so an EMA updated there would be
     saved one step old, and a resume from that file would skip that step's update for good. The
     optimizer step also runs once per k batches under ``accumulate_grad_batches=k``, where averaging

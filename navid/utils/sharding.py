@@ -14,8 +14,9 @@ read it as before.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
@@ -47,10 +48,29 @@ class FullyShardedStrategy(ModelParallelStrategy):
         self._tensor_parallel_size = 1
         super().setup_environment()
         if self.hybrid:  # (nodes, ranks per node): FSDP2 replicates over the first dimension, shards over the second
+            check_ranks_node_by_node(self.num_processes, self.node_rank, self.local_rank)
             self.shard_mesh = init_device_mesh(self.root_device.type, (self.num_nodes, self.num_processes),
                                                mesh_dim_names=("replicate", "shard"))
         else:
             self.shard_mesh = self.device_mesh["data_parallel"]
+
+    @contextmanager
+    def block_backward_sync(self) -> Iterator[None]:
+        """Entered by Lightning for the micro-batches before the last of a gradient accumulation.
+
+        Under hsdp their gradient shards are reduce-scattered within the node, as always, but not yet averaged
+        across nodes: FSDP2 holds the partial sums and adds them in at the last micro-batch, whose all-reduce is
+        the one that crosses nodes in each optimizer step. Under fsdp every micro-batch is reduce-scattered, which
+        keeps the gradients sharded (deferring it would hold whole gradients on every rank).
+        """
+        sharded = [m for m in self.lightning_module.modules() if is_sharded(m)] if self.hybrid else []
+        for module in sharded:
+            module.set_requires_all_reduce(False, recurse=False)
+        try:
+            yield
+        finally:
+            for module in sharded:
+                module.set_requires_all_reduce(True, recurse=False)
 
     @property
     def description(self) -> str:
@@ -79,6 +99,21 @@ class FullyShardedStrategy(ModelParallelStrategy):
             by_name = optimizer_state_by_name(saved, optimizer, names, path)
             set_optimizer_state_dict(self.model, optimizer, optim_state_dict=by_name, options=full)
         return checkpoint
+
+
+def check_ranks_node_by_node(ranks_a_node: int, node_rank: int, local_rank: int) -> None:
+    """Raise on every rank unless each node's ranks are numbered together (global = node x ranks a node + local),
+    the layout the hsdp mesh's rows assume; a collective, so all ranks raise together instead of some waiting on
+    the others."""
+    layout: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(layout, (node_rank, local_rank))
+    for rank, (node, local) in enumerate(layout):
+        if rank != node * ranks_a_node + local:
+            raise ValueError(
+                f"trainer.strategy=hsdp needs the ranks of each node numbered together (as torchrun and srun's default "
+                f"block distribution number them): global rank {rank} is local rank {local} of node {node}, where "
+                f"rank {node * ranks_a_node + local} was expected; use trainer.strategy=fsdp or number ranks by node"
+            )
 
 
 def optimizer_state_by_name(saved: dict, optimizer: Optimizer, names: dict[int, str], path: Path) -> dict:

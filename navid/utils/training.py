@@ -155,18 +155,20 @@ class StopFile(StepEndCallback):
 class RunCheckpoints(StepEndCallback, Checkpoint):
     """``last.ckpt`` every ``every_n_steps`` steps and at the step where the run stops (``max_steps`` reached or a
     stop requested), what ``--resume`` continues from; at every ``every_n_steps``-th step the same file is also
-    kept as ``stepNNNNNNN.ckpt``, which replaces this run's previous step file.
+    kept as ``stepNNNNNNN.ckpt``, which replaces this run's earlier step files.
 
     Written only at a batch that ended an optimizer step: under gradient accumulation the other batches hold
     half-summed gradients, which no checkpoint holds. The state is gathered and written once per step: the step
     file is a hard link to ``last.ckpt`` (a copy where the file system has none), not a second save, which under
-    FSDP would gather the whole model, EMA and AdamW state onto rank 0 twice. A run resumed in a moved or copied
-    folder leaves the step files it did not write in that folder alone.
+    FSDP would gather the whole model, EMA and AdamW state onto rank 0 twice. The step files this run wrote are
+    recorded (resolved paths) in the checkpoint before the older ones are removed, so a run killed in between
+    removes them at its next step file; a run resumed in a moved or copied folder leaves the step files of the
+    folder it came from, and those it did not write, alone.
     """
 
     def __init__(self, dirpath: Path, every_n_steps: int) -> None:
-        self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
-        self.step_file: Optional[str] = None  # this run's newest step file (absolute path), in its checkpoints
+        self.dirpath, self.every_n_steps = Path(dirpath).resolve(), every_n_steps
+        self.step_files: list[str] = []  # this run's step files not yet removed, the newest last
 
     @property
     def last(self) -> Path:
@@ -177,20 +179,25 @@ class RunCheckpoints(StepEndCallback, Checkpoint):
         periodic = step % self.every_n_steps == 0
         if not (periodic or trainer.should_stop or step >= trainer.max_steps):
             return
-        previous = self.step_file
         if periodic:
-            self.step_file = str(self.dirpath / f"step{step:07d}.ckpt")
+            self.step_files = [*self.step_files, str(self.dirpath / f"step{step:07d}.ckpt")]
         trainer.save_checkpoint(self.last, weights_only=False)  # a collective: every rank takes part
         if periodic and trainer.is_global_zero:
-            link_atomic(self.last, self.step_file)
-            if previous is not None and previous != self.step_file and Path(previous).parent == self.dirpath:
-                Path(previous).unlink(missing_ok=True)
+            newest = self.step_files[-1]
+            link_atomic(self.last, newest)
+            for older in self.step_files[:-1]:
+                if older != newest and Path(older).parent == self.dirpath:
+                    Path(older).unlink(missing_ok=True)
+        if periodic:
+            self.step_files = self.step_files[-1:]
 
     def state_dict(self) -> dict:
-        return {"step_file": self.step_file}
+        return {"step_files": self.step_files}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.step_file = state_dict.get("step_file")
+        """The recorded step files that are still in this folder (a checkpoint records the files it replaces)."""
+        recorded = [Path(name) for name in state_dict.get("step_files", [])]
+        self.step_files = [str(path) for path in recorded if path.parent == self.dirpath and path.exists()]
 
 
 class CpuBf16WithoutOneDnn(Callback):
