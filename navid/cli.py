@@ -41,8 +41,25 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parse ``argv``; ``key=value`` overrides may also come after a command's flags (``--resume trainer.max_steps=9``).
+
+    argparse gives a trailing positional list only the words before the first flag; the words after it
+    that are overrides join the list, in order, and any other unknown word is an error as usual.
+    """
+    args, extra = parser.parse_known_args(argv)
+    late = [word for word in extra if "=" in word and not word.startswith("-")]
+    if late and hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, *late]
+        extra = [word for word in extra if word not in late]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parse_arguments(parser, argv)
     try:
         result = args.func(args)
     except USER_ERRORS as err:

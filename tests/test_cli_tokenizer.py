@@ -181,8 +181,9 @@ def _tokenize_args(tokenizer, data, out, *extra) -> list[str]:
     ]
 
 
-def _navid(*argv: str, ranks: int) -> None:
-    """Run ``navid`` with one thread per rank, as the README does (``torchrun --standalone --nproc-per-node N``).
+def _navid(*argv: str, ranks: int, succeeds: bool = True) -> str:
+    """Run ``navid`` with one thread per rank, as the README does (``torchrun --standalone --nproc-per-node N``);
+    return its stderr.
 
     Both the 1-rank and the 2-rank run are subprocesses with the same thread count, so the
     comparison isolates the number of ranks.
@@ -190,7 +191,8 @@ def _navid(*argv: str, ranks: int) -> None:
     launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] if ranks > 1 else []
     cmd = [sys.executable, *launch, "-m", "navid.cli", *argv]
     done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert (done.returncode == 0) == succeeds, done.stderr[-3000:]
+    return done.stderr
 
 
 def _assert_same_cache(a, b) -> None:
@@ -203,6 +205,11 @@ def test_tokenize_over_two_ranks_gives_the_one_rank_cache(trained, synth_root, t
     _navid(*_tokenize_args(trained / "tokenizer.pt", synth_root, tmp_path / "one"), ranks=1)
     _navid(*_tokenize_args(trained / "tokenizer.pt", synth_root, tmp_path / "two"), ranks=2)
     _assert_same_cache(tmp_path / "one", tmp_path / "two")
+    # The same command again: every rank stops with the one-line refusal (rank 1 used to die in a barrier that rank 0
+    # had left, with gloo's "Connection closed by peer").
+    err = _navid(*_tokenize_args(trained / "tokenizer.pt", synth_root, tmp_path / "two"), ranks=2, succeeds=False)
+    assert err.count("navid tokenize: error: --out") == 2 and "already holds a finished token cache" in err, err
+    assert "Connection closed by peer" not in err and "navid/commands" not in err, err  # (torchrun's summary stays)
 
 
 @pytest.mark.slow
@@ -283,3 +290,30 @@ def test_reconstruct_over_two_ranks_matches_one_rank(trained, synth_root, tmp_pa
     for n in ("one", "two"):
         assert sorted(p.name for p in (tmp_path / n).iterdir()) == ["recon_000.gif", "recon_001.gif"]
     assert (tmp_path / "one" / "recon_001.gif").read_bytes() == (tmp_path / "two" / "recon_001.gif").read_bytes()
+
+
+def test_too_many_unreadable_files_stop_train_tokenizer_before_it_writes_and_the_fixed_command_runs(
+        synth_root, tmp_path, capsys):
+    # Before: the data check ran inside fit, after the logger had made out_dir/logs/version_0, and the command
+    # with the data fixed was refused ("exists and is not empty").
+    import shutil
+
+    from navid.data.ucf101 import load_index
+
+    root = tmp_path / "ucf"
+    shutil.copytree(synth_root, root)
+    broken = load_index(root, "train").clips[:3]
+    originals = {clip: clip.read_bytes() for clip in broken}
+    for clip in broken:
+        clip.write_bytes(b"\x00" * 100)
+    out = tmp_path / "run"
+    args = ["train-tokenizer", "--config", TINY, f"data.root={root}", f"out_dir={out}", *FAST, "trainer.max_steps=1",
+            f"data.cache_dir={tmp_path / 'meta'}"]
+    with pytest.warns(UserWarning, match="skipping 3 of"):
+        assert main([*args, "data.max_bad_fraction=0.1"]) == 2
+    assert "max_bad_fraction" in capsys.readouterr().err
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+    for clip, data in originals.items():
+        clip.write_bytes(data)
+    assert main(args) == 0
+    assert (out / "tokenizer.pt").is_file()

@@ -208,6 +208,37 @@ def test_existing_output_needs_resume_or_overwrite(tmp_path, capsys):
     assert main(["train", "--resume", *tiny_overrides(cache, tmp_path / "run", steps=4)]) == 0  # more steps: fine
 
 
+def test_a_start_that_fails_on_its_trainer_settings_says_so_in_one_line_and_the_fixed_command_runs(tmp_path, capsys):
+    # Before: Lightning's TypeError / MisconfigurationException came out as a traceback, and the config.yaml written
+    # before it made the corrected command fail with "exists and is not empty; pass --overwrite".
+    cache = make_token_cache(tmp_path / "cache")
+    for devices in ("0", "-1"):
+        assert main(["train", *tiny_overrides(cache, tmp_path / "run", steps=2), f"trainer.devices={devices}"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"trainer.accelerator=cpu, trainer.devices={devices}" in err[0], err
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["config.yaml"]
+    assert main(["train", *tiny_overrides(cache, tmp_path / "run", steps=2)]) == 0
+    assert "holds only what a failed start left (config.yaml); starting afresh" in capsys.readouterr().out
+    assert _load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 2
+    # A folder with a run's work in it is still refused.
+    assert main(["train", *tiny_overrides(cache, tmp_path / "run", steps=2)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_overrides_may_follow_the_flags(tmp_path, capsys):
+    # "the same command with --resume": argparse took only the words before the first flag as overrides.
+    cache = make_token_cache(tmp_path / "cache")
+    overrides = tiny_overrides(cache, tmp_path / "run", steps=2)
+    assert main(["train", *overrides[:3], "--resume", *overrides[3:]]) == 2
+    assert "--resume: out_dir" in capsys.readouterr().err  # parsed: out_dir came after the flag
+    assert main(["train", *overrides]) == 0
+    assert main(["train", "--resume", *overrides[:-1], "trainer.max_steps=3", "trainer.progress_bar=false"]) == 0
+    assert _load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 3
+    with pytest.raises(SystemExit, match="2"):  # argparse's own exit
+        main(["train", "--resume", *overrides, "--no-such-flag"])
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_reaches_the_same_final_step(tmp_path):
     cache = make_token_cache(tmp_path / "cache")

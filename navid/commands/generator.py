@@ -204,8 +204,8 @@ def run_train(args: argparse.Namespace) -> int:
     from navid.generation.config import GeneratorTrainConfig
     from navid.generation.schedule import build_schedule
     from navid.generation.lightning_module import train_generator
-    from navid.utils.atomic import prepare_output_dir, write_text_atomic
-    from navid.utils.training import NonFiniteLossError, check_resume_settings
+    from navid.utils.atomic import write_text_atomic
+    from navid.utils.training import NonFiniteLossError, check_resume_settings, prepare_run_dir
     from lightning.pytorch.utilities import rank_zero_only
     from omegaconf import OmegaConf
 
@@ -219,7 +219,7 @@ def run_train(args: argparse.Namespace) -> int:
         check_resume_settings(out, to_dict(cfg), stored_at=("navid", "config"))
     if rank_zero_only.rank == 0:
         if not args.resume:
-            prepare_output_dir(out, args.overwrite, what="out_dir")
+            prepare_run_dir(out, args.overwrite)
         elif not out.is_dir():
             raise FileNotFoundError(f"--resume: out_dir {out} does not exist")
         write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(to_dict(cfg)))

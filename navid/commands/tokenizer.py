@@ -75,8 +75,7 @@ def run_train(args: argparse.Namespace) -> int:
     from navid.config import load_config, to_dict
     from navid.tokenizer.config import TokenizerTrainConfig
     from navid.tokenizer.lightning_module import train_tokenizer
-    from navid.utils.atomic import prepare_output_dir
-    from navid.utils.training import check_resume_settings
+    from navid.utils.training import check_resume_settings, prepare_run_dir
 
     overrides = list(args.overrides)
     if args.max_time is not None:
@@ -88,7 +87,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         check_resume_settings(out, to_dict(cfg), stored_at=("config",))
     if not args.resume:
-        prepare_output_dir(out, args.overwrite, what="out_dir")
+        prepare_run_dir(out, args.overwrite)
     path = train_tokenizer(cfg, resume=args.resume)
     print(f"tokenizer (EMA weights) written to {path}")
     return 0
@@ -310,9 +309,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
             "hflip": args.hflip, **asdict(geometry), "tokenizer": str(args.tokenizer),
         }
         job = {**source, "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer)}
-        if ctx.is_main:
-            TokenCacheShards.prepare(args.out, job, len(items), args.shard_size, args.overwrite)
-        ctx.barrier()
+        ctx.on_main(lambda: TokenCacheShards.prepare(args.out, job, len(items), args.shard_size, args.overwrite))
         shards = TokenCacheShards(args.out)
         missing = shards.missing()
         ctx.barrier()  # every rank has listed the missing shards before any rank writes one

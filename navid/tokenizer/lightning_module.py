@@ -227,6 +227,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False) -> Path:
 
     L.seed_everything(cfg.seed, workers=True)
     data = VideoDataModule(cfg.data, seed=cfg.seed)
+    data.setup()  # unreadable files past data.max_bad_fraction stop the run here, before its folder gets logs
     module = TokenizerModule(cfg)
     trainer_cfg = cfg.trainer
     if module.use_gan:  # manual optimization clips gradients itself

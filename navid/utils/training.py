@@ -18,10 +18,11 @@ import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from navid.config import SHARDED_STRATEGIES, ConfigError, OptimConfig, TrainerConfig
 from navid.data.resumable_order import OrderLayoutCheck, seed_of
-from navid.utils.atomic import link_atomic, torch_save_atomic
+from navid.utils.atomic import link_atomic, prepare_output_dir, torch_save_atomic
 from navid.utils.distributed import teardown_distributed
 from navid.utils.previews import PreviewVideos
 from navid.utils.sharding import FullyShardedStrategy
@@ -258,7 +259,7 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
         all_callbacks.append(PreviewVideos(cfg.sample_every_n_steps, out))
     if cfg.progress_bar:
         all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, cfg.log_every_n_steps)))
-    return L.Trainer(
+    settings = dict(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         strategy=lightning_strategy(cfg.strategy),
@@ -279,6 +280,12 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
         default_root_dir=str(out),
         num_sanity_val_steps=0,
     )
+    try:
+        return L.Trainer(**settings)
+    except (MisconfigurationException, TypeError, ValueError) as err:  # Lightning's checks of these settings
+        raise ConfigError(f"trainer.accelerator={cfg.accelerator}, trainer.devices={cfg.devices}, "
+                          f"trainer.strategy={cfg.strategy}, trainer.num_nodes={cfg.num_nodes}, "
+                          f"trainer.precision={cfg.precision}: {err}") from err
 
 
 def leave_process_group(trainer: L.Trainer) -> None:
@@ -302,6 +309,26 @@ def seed_batch(seed: int, global_rank: int, batch_index: int) -> None:
     item are seeded per item: :class:`~navid.data.resumable_order.KeyedDraws`.)
     """
     torch.manual_seed(seed_of(seed, global_rank, batch_index))
+
+
+LEFT_BY_A_START = ("config.yaml", "hparams.yaml")  # what a run writes before its first logged step
+
+
+def prepare_run_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
+    """The output folder of a new training run: refused if it holds another run's work unless ``overwrite``.
+
+    A folder that holds only what a start that failed before training left (``config.yaml``, the logger's
+    ``hparams.yaml``, empty folders) counts as empty: the corrected command runs without ``--overwrite``, and
+    the new run replaces those files. Anything else (metrics, checkpoints, previews) is work, and is refused.
+    """
+    out = Path(out_dir)
+    if not overwrite and out.is_dir():
+        files = [path for path in out.rglob("*") if not path.is_dir()]
+        if files and all(path.name in LEFT_BY_A_START for path in files):
+            print(f"out_dir {out} holds only what a failed start left ({', '.join(sorted({p.name for p in files}))});"
+                  " starting afresh", flush=True)
+            return out
+    return prepare_output_dir(out, overwrite, what="out_dir")
 
 
 def last_checkpoint(out_dir: str | os.PathLike) -> Path:
