@@ -290,6 +290,10 @@ def test_reconstruct_over_two_ranks_matches_one_rank(trained, synth_root, tmp_pa
     for n in ("one", "two"):
         assert sorted(p.name for p in (tmp_path / n).iterdir()) == ["recon_000.gif", "recon_001.gif"]
     assert (tmp_path / "one" / "recon_001.gif").read_bytes() == (tmp_path / "two" / "recon_001.gif").read_bytes()
+    # --out is not empty now: every rank stops with rank 0's refusal (rank 1 used to die in the barrier after it).
+    err = _navid(*common, "--json", str(tmp_path / "again.json"), "--out", str(tmp_path / "two"), ranks=2,
+                 succeeds=False)
+    assert err.count("navid reconstruct: error: --out") == 2 and "is not empty" in err, err
 
 
 def test_too_many_unreadable_files_stop_train_tokenizer_before_it_writes_and_the_fixed_command_runs(

@@ -164,15 +164,16 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
     from navid.tokenizer.losses import code_counts, psnr
     from navid.utils.atomic import prepare_output_dir, write_json_atomic
 
-    if args.out and ctx.is_main:
-        prepare_output_dir(args.out, args.overwrite)
-    ctx.barrier()  # --out is checked before any rank writes into it
+    if args.out:  # checked before any rank writes into it; a refusal stops every rank with its one line
+        ctx.on_main(lambda: prepare_output_dir(args.out, args.overwrite))
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(args.tokenizer, map_location=ctx.device)
     geometry = clip_geometry(args, tokenizer)
     ds = _clips(args, geometry)
     chosen = _reconstruct_clips(len(ds), args.num, args.seed)
     n = len(chosen)
+    if ctx.is_main and args.num is not None and args.num > n:
+        print(f"note: --num {args.num}: the {args.split} split has {n} clips; reconstructing all {n}")
     mine = list(range(ctx.rank, n, ctx.world_size))  # positions in ``chosen``
     loader = DataLoader(Subset(ds, [chosen[p] for p in mine]), batch_size=args.batch_size,
                         num_workers=args.num_workers, pin_memory=ctx.device.type == "cuda")
