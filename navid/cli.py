@@ -14,6 +14,7 @@ import sys
 from typing import Optional, Sequence
 
 from navid import __version__
+from navid.config import USER_ERRORS
 
 COMMAND_MODULES = (
     "navid.commands.data",
@@ -23,7 +24,6 @@ COMMAND_MODULES = (
     "navid.commands.demo",
 )
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
 
 
 def build_parser() -> argparse.ArgumentParser:

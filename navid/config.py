@@ -24,6 +24,10 @@ class ConfigError(ValueError):
     """A configuration value is unknown, mistyped or missing; the message names the key."""
 
 
+# Errors that come from bad input (ConfigError among them): commands print them as one line, on every rank.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+
+
 def _describe(err: OmegaConfBaseException) -> str:
     key = getattr(err, "full_key", None)
     msg = str(getattr(err, "msg", None) or err).splitlines()[0]

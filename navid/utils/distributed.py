@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import torch
 import torch.distributed as dist
 
-RANK_ERRORS = (FileExistsError, FileNotFoundError, ValueError)  # what DistributedContext.on_main passes to all ranks
+from navid.config import USER_ERRORS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,22 +43,22 @@ class DistributedContext:
             dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def on_main(self, work: Callable[[], None]) -> None:
-        """Run ``work`` on the main rank while the others wait; a bad-input error it raises (``ValueError``,
-        ``FileExistsError``, ``FileNotFoundError``) is raised on every rank with the same message, so each rank
-        stops with the command's one-line error instead of waiting at its next collective for a rank that left."""
+        """Run ``work`` on the main rank while the others wait; a bad-input error it raises (``USER_ERRORS``) is
+        raised on every rank as that kind with the same message, so each rank stops with the command's one-line
+        error instead of waiting at its next collective for a rank that left."""
         failure = None
         if self.is_main:
             try:
                 work()
-            except RANK_ERRORS as err:
+            except USER_ERRORS as err:
                 failure = err
         if self.is_distributed:
-            kind = None if failure is None else next(e.__name__ for e in RANK_ERRORS if isinstance(failure, e))
+            kind = None if failure is None else next(i for i, e in enumerate(USER_ERRORS) if isinstance(failure, e))
             message = [None if failure is None else (kind, str(failure))]
             dist.broadcast_object_list(message, src=0, device=self.device)
             if failure is None and message[0] is not None:
                 kind, text = message[0]
-                raise next(error for error in RANK_ERRORS if error.__name__ == kind)(text)
+                raise USER_ERRORS[kind](text)
         if failure is not None:
             raise failure
 

@@ -180,17 +180,18 @@ class RunCheckpoints(StepEndCallback, Checkpoint):
         periodic = step % self.every_n_steps == 0
         if not (periodic or trainer.should_stop or step >= trainer.max_steps):
             return
-        if periodic:
-            self.step_files = [*self.step_files, str(self.dirpath / f"step{step:07d}.ckpt")]
+        if periodic:  # recorded in the file before the older step files go
+            self.step_files.append(str(self.dirpath / f"step{step:07d}.ckpt"))
         trainer.save_checkpoint(self.last, weights_only=False)  # a collective: every rank takes part
-        if periodic and trainer.is_global_zero:
-            newest = self.step_files[-1]
+        if not periodic:
+            return
+        newest = self.step_files[-1]
+        if trainer.is_global_zero:
             link_atomic(self.last, newest)
             for older in self.step_files[:-1]:
-                if older != newest and Path(older).parent == self.dirpath:
+                if older != newest:
                     Path(older).unlink(missing_ok=True)
-        if periodic:
-            self.step_files = self.step_files[-1:]
+        self.step_files = [newest]
 
     def state_dict(self) -> dict:
         return {"step_files": self.step_files}
