@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from generator_helpers import make_tokenizer, synthetic_generator, tiny_overrides
 from navid.cli import main
 from navid.data.token_cache import write_token_cache
-from navid.data.video_io import read_video, tensor_to_frames
+from navid.data.video_io import probe_video, read_video, tensor_to_frames
 from navid.tokenizer.checkpoint import load_tokenizer
 
 CLASSES = ["Apple", "Banana", "Cherry"]
@@ -78,6 +79,25 @@ def test_sample_with_compile_gives_the_eager_tokens_and_reports_compile_time(tra
     assert eager["compile_seconds"] == 0.0 and compiled["compile_seconds"] > 0 and compiled["sampling"]["compile"]
     tokens = [torch.load(tmp_path / name / "tokens.pt", weights_only=True)["tokens"] for name in ("eager", "compiled")]
     assert torch.equal(tokens[0], tokens[1])
+
+
+def test_sample_writes_clips_at_the_rate_of_the_training_clips(trained, tmp_path, capsys):
+    """UCF-101 is filmed at 25 fps: clips of every second frame play at their real speed at 12.5 fps. A generator
+    whose token cache recorded no source rate writes the default 8 fps and says so; ``--fps`` overrides both."""
+    generator, tokenizer = trained
+    checkpoint = torch.load(generator, map_location="cpu", weights_only=True)
+    checkpoint["navid"]["token_clips"] = {"num_frames": 16, "resolution": 64, "frame_stride": 2, "source_fps": 25.0}
+    strided = tmp_path / "strided.ckpt"
+    torch.save(checkpoint, strided)
+    base = ["sample", "--tokenizer", str(tokenizer), "--classes", "1", "--per-class", "1"]
+    for ckpt, extra, fps in ((strided, [], 12.5), (strided, ["--fps", "30"], 30), (generator, [], 8)):
+        out = tmp_path / f"out{fps}"
+        assert main([*base, "--generator", str(ckpt), *extra, "--out", str(out)]) == 0
+        info = json.loads((out / "samples.json").read_text())
+        assert info["fps"] == fps
+        assert probe_video(out / info["videos"][0]).fps == pytest.approx(fps)
+        assert Image.open(out / info["grids"][0]).info["duration"] == pytest.approx(1000 / fps, abs=10)  # GIF: 10 ms
+        assert ("records no frame rate; writing 8 fps" in capsys.readouterr().err) == (ckpt == generator)
 
 
 def test_sample_rejects_bad_input(trained, tmp_path, capsys):

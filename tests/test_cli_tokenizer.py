@@ -78,6 +78,10 @@ def test_reconstruct_and_tokenize(trained, synth_root, tmp_path):
     assert r["psnr"] == pytest.approx(float(psnr(recon, video).double().mean()), rel=1e-5)
     assert r["ssim"] == pytest.approx(float(ssim), rel=1e-5) and r["ssim"] < 0.99
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["recon_000.gif", "recon_001.gif"]
+    # written at the clips' own rate: the synthesised videos are 25 fps, the clips take every frame (40 ms a frame)
+    from PIL import Image
+
+    assert Image.open(tmp_path / "v" / "recon_000.gif").info["duration"] == 40
 
     cache = tmp_path / "cache"
     assert main(["tokenize", *common, "--split", "train", "--out", str(cache), "--clips-per-video", "2"]) == 0
@@ -85,7 +89,7 @@ def test_reconstruct_and_tokenize(trained, synth_root, tmp_path):
     data = TokenCache(cache, expected_fingerprint=tokenizer_fingerprint(tok))
     assert len(data) == 2 * 12 and data.grid == (2, 4, 4) and data.vocab_size == 1000
     source = data.meta["source"]
-    assert (source["num_frames"], source["resolution"], source["frame_stride"]) == (8, 32, 1)
+    assert (source["num_frames"], source["resolution"], source["frame_stride"], source["source_fps"]) == (8, 32, 1, 25)
     tokens, label = data[0]
     assert tokens.dtype == torch.int64 and 0 <= label < 4
     # the cached tokens are what the tokenizer produces for that clip (first clip: start frame 0)

@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--classes", help="comma-separated class ids and/or names (default: all)")
     which.add_argument("--all-classes", action="store_true", help="one grid per class (the default)")
     sample.add_argument("--per-class", type=int, default=4, help="clips per class")
-    sample.add_argument("--fps", type=float, default=8.0, help="frame rate of the written videos")
+    sample.add_argument("--fps", type=float,
+                        help="frame rate of the written videos (default: the training clips' own, source rate / "
+                             "frame stride, where the token cache recorded it; else 8)")
     sample.add_argument("--out", required=True, help="output folder (new or empty unless --overwrite)")
     sample.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     sample.set_defaults(func=run_sample)
@@ -120,9 +122,10 @@ def run_sample(args: argparse.Namespace) -> int:
 
     if args.per_class <= 0:
         raise ValueError(f"--per-class must be positive, got {args.per_class}")
-    if args.fps <= 0:
+    if args.fps is not None and args.fps <= 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
     model, schedule, meta, tokenizer, sampling, device = _load_models(args)
+    fps = args.fps or _clip_fps(meta)
     names = meta["class_names"]
     classes = resolve_classes(args.classes, args.all_classes, names)
     out = prepare_output_dir(args.out, args.overwrite)
@@ -137,13 +140,13 @@ def run_sample(args: argparse.Namespace) -> int:
     files = []
     for i, (label, clip) in enumerate(zip(labels.tolist(), frames)):
         files.append(str(write_video(out / "videos" / f"{_stem(label, names)}_{i % args.per_class:02d}.mp4", clip,
-                                     args.fps).relative_to(out)))
+                                     fps).relative_to(out)))
     grids = []
     for j, label in enumerate(classes):
         grid = caption_grid(frames[j * args.per_class : (j + 1) * args.per_class], names[label])
         for suffix in (".gif", ".mp4"):
             grids.append(str(write_video(out / "grids" / f"{_stem(label, names)}{suffix}", grid,
-                                         args.fps).relative_to(out)))
+                                         fps).relative_to(out)))
     torch_save_atomic({"tokens": torch.cat(tokens), "labels": labels.cpu(), "class_names": list(names)},
                       out / "tokens.pt")
     write_json_atomic(out / "samples.json", {
@@ -158,6 +161,7 @@ def run_sample(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "device": str(device),
         "dtype": args.dtype,
+        "fps": fps,
         "forward_steps_per_batch": steps,
         "sampling_seconds": seconds,
         "compile_seconds": compile_seconds,
@@ -169,6 +173,20 @@ def run_sample(args: argparse.Namespace) -> int:
     print(f"wrote {len(files)} clips and {len(classes)} class grids to {out} ({steps} forward steps per batch, "
           f"{seconds:.2f} s sampling{compiled})")
     return 0
+
+
+def _clip_fps(meta: dict) -> float:
+    """The training clips' own frame rate, or the default with a note where the generator's token cache did not
+    record the source's rate (caches from before navid recorded it)."""
+    from navid.data.video_io import DEFAULT_FPS
+    from navid.generation.checkpoint import token_clip_fps
+
+    fps = token_clip_fps(meta.get("token_clips", {}))
+    if fps is None:
+        print(f"note: the generator's token cache records no frame rate; writing {DEFAULT_FPS:g} fps (--fps)",
+              file=sys.stderr)
+        return DEFAULT_FPS
+    return fps
 
 
 def _stem(label: int, names: list[str]) -> str:

@@ -158,7 +158,7 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
     from torchmetrics.image import StructuralSimilarityIndexMeasure
     from tqdm import tqdm
 
-    from navid.data.video_io import tensor_to_frames, write_video
+    from navid.data.video_io import DEFAULT_FPS, tensor_to_frames, write_video
     from navid.metrics.fvd import quantize_uint8
     from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
     from navid.tokenizer.losses import code_counts, psnr
@@ -171,6 +171,7 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
     geometry = clip_geometry(args, tokenizer)
     ds = _clips(args, geometry)
     chosen = _reconstruct_clips(len(ds), args.num, args.seed)
+    fps = ds.clip_fps or DEFAULT_FPS
     n = len(chosen)
     if ctx.is_main and args.num is not None and args.num > n:
         print(f"note: --num {args.num}: the {args.split} split has {n} clips; reconstructing all {n}")
@@ -195,7 +196,7 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
         for b, position in enumerate(mine[seen : seen + len(video)]):
             if args.out and position < args.num_videos:
                 side = torch.cat([video[b], recon[b]], dim=-1).cpu()  # (C, T, H, 2W): original | reconstruction
-                write_video(Path(args.out) / f"recon_{position:03d}.gif", tensor_to_frames(side), fps=8)
+                write_video(Path(args.out) / f"recon_{position:03d}.gif", tensor_to_frames(side), fps=fps)
         seen += len(video)
     if ctx.is_distributed:
         dist.all_reduce(psnr_sum)
@@ -310,6 +311,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
             "hflip": args.hflip, **asdict(geometry), "tokenizer": str(args.tokenizer),
         }
         job = {**source, "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer)}
+        source["source_fps"] = ds.source_fps  # recorded in the cache for `navid sample`, not part of the job's plan
         ctx.on_main(lambda: TokenCacheShards.prepare(args.out, job, len(items), args.shard_size, args.overwrite))
         shards = TokenCacheShards(args.out)
         missing = shards.missing()

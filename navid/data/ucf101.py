@@ -200,7 +200,8 @@ class UCF101Clips(Dataset):
     clip under ``bad_file_policy="skip"``, are dropped at construction with one warning
     listing them (``"pad"`` keeps short files, repeating their last frame); more than
     ``max_bad_fraction`` of them is an error. Frame counts come from a persistent cache.
-    ``backend`` picks the decoder (see :func:`navid.data.video_io.read_video`).
+    ``backend`` picks the decoder (see :func:`navid.data.video_io.read_video`). ``source_fps`` is the
+    median frame rate of the kept files (``None`` if none is known).
     """
 
     def __init__(
@@ -232,7 +233,7 @@ class UCF101Clips(Dataset):
             "num_frames": num_frames, "frame_stride": frame_stride,
         }
         meta = load_video_metadata(index.clips, key, cache_dir, desc=f"probing {split} videos")
-        bad, padded, self.clips, self.labels, self.frame_counts = [], [], [], [], []
+        bad, padded, self.clips, self.labels, self.frame_counts, rates = [], [], [], [], [], []
         for path, label, m in zip(index.clips, index.labels, meta):
             if m["error"] is not None or m["num_frames"] == 0:
                 bad.append(m["error"] or f"{path}: no frames")
@@ -245,8 +246,12 @@ class UCF101Clips(Dataset):
             self.clips.append(path)
             self.labels.append(label)
             self.frame_counts.append(m["num_frames"])
+            rates.append(m["fps"])
         self.bad_files = bad
         self.padded_files = padded
+        # The split's frame rate (UCF-101: 25 fps), so written clips play at the speed they were filmed.
+        known = [rate for rate in rates if rate > 0]
+        self.source_fps = round(float(np.median(known)), 3) if known else None
         fraction = len(bad) / len(index.clips)
         if bad:
             warnings.warn(
@@ -267,6 +272,11 @@ class UCF101Clips(Dataset):
 
     def __len__(self) -> int:
         return len(self.clips)
+
+    @property
+    def clip_fps(self) -> Optional[float]:
+        """The rate at which a clip (every ``frame_stride``-th source frame) plays at the source's speed."""
+        return None if self.source_fps is None else self.source_fps / self.frame_stride
 
     def frame_indices(self, num_source_frames: int) -> np.ndarray:
         """Source frame indices of one clip; indices past the end repeat the last frame (pad)."""

@@ -31,6 +31,8 @@ from navid.utils.atomic import atomic_path
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv", ".gif")
 BACKENDS = ("auto", "decord", "pyav")
+# Frame rate of written clips whose source rate is unknown: slow enough to follow a 16-frame clip.
+DEFAULT_FPS = 8.0
 
 
 class VideoReadError(RuntimeError):

@@ -2,9 +2,9 @@
 
 A checkpoint is Lightning's file plus a ``"navid"`` entry (plain types only) holding the run
 config, the transformer config, the schedule kind, the token grid, the class names, the
-tokenizer fingerprint, the clips behind the training tokens (``token_clips``: frames, size and frame stride,
-where the token cache recorded them), the navid version and the head taps (the layer each output head reads) —
-enough to rebuild the model and its schedule without the token cache. Loading uses
+tokenizer fingerprint, the clips behind the training tokens (``token_clips``: frames, size, frame stride and
+the source's frame rate, where the token cache recorded them), the navid version and the head taps (the layer
+each output head reads) — enough to rebuild the model and its schedule without the token cache. Loading uses
 ``torch.load(weights_only=True)`` and a strict ``load_state_dict``: a file that does not match
 exactly is an error, never a guess.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -26,6 +27,13 @@ from navid.generation.schedule import Schedule, build_schedule
 from navid.generation.transformer import Transformer, TransformerConfig, head_taps
 
 CHECKPOINT_FORMAT = "navid-generator/1"
+
+
+def token_clip_fps(token_clips: dict) -> Optional[float]:
+    """The frame rate at which the training clips play at the speed they were filmed (source rate / frame
+    stride), or ``None`` where the token cache recorded no source rate."""
+    rate = token_clips.get("source_fps")
+    return rate / token_clips.get("frame_stride", 1) if rate else None
 
 
 def build_transformer(transformer_config: dict, schedule: Schedule) -> Transformer:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from navid import __version__
 from navid.config import ConfigError, to_dict
 from navid.data.token_cache import TokenCacheDataModule
-from navid.generation.checkpoint import CHECKPOINT_FORMAT, build_transformer
+from navid.generation.checkpoint import CHECKPOINT_FORMAT, build_transformer, token_clip_fps
 from navid.generation.config import GeneratorTrainConfig
 from navid.generation.sampler import SamplingConfig, sample
 from navid.generation.schedule import Schedule, build_schedule
@@ -63,7 +63,10 @@ class GeneratorModule(L.LightningModule):
         source = cache_meta.get("source", {})
         # The clips behind the tokens (caches written by `navid tokenize` record them): evaluation compares
         # generated clips with real clips cut the same way.
-        self.token_clips = {k: source[k] for k in ("num_frames", "resolution", "frame_stride") if k in source}
+        # The source's frame rate lets `navid sample` write clips that play at the speed they were filmed.
+        self.token_clips = {
+            k: source[k] for k in ("num_frames", "resolution", "frame_stride", "source_fps") if k in source
+        }
         self.transformer_config = {
             **cfg.model.transformer_kwargs(),
             "vocab_size": int(cache_meta["vocab_size"]),
@@ -135,6 +138,10 @@ class GeneratorModule(L.LightningModule):
         self.ema_updates.update(self.ema, self.model, self.trainer.global_step + 1)
 
     preview_name = "samples"
+
+    @property
+    def preview_fps(self) -> Optional[float]:
+        return token_clip_fps(self.token_clips)
 
     def preview_clips(self, batch: Any, num_clips: int = 4) -> torch.Tensor:
         """``num_clips`` clips sampled by the EMA model (classes spread over the label range, fixed

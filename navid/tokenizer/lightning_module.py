@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -156,6 +156,12 @@ class TokenizerModule(L.LightningModule):
 
     # ------------------------------------------------------------------ previews
     preview_name = "reconstructions"
+
+    @property
+    def preview_fps(self) -> Optional[float]:
+        """The training clips' own rate (``None`` when fitted on bare loaders, which carry no frame rate)."""
+        data = self.trainer.datamodule
+        return None if data is None else data.train_set.clip_fps
 
     def preview_clips(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Up to two clips of ``batch``, each as original | EMA reconstruction: (N, C, T, H, 2W)."""

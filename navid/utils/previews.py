@@ -1,7 +1,8 @@
 """Preview videos during training: generator samples, tokenizer reconstructions.
 
 A module that wants previews defines ``preview_name`` (a folder / TensorBoard tag) and
-``preview_clips(batch) -> (N, C, T, H, W)`` in [-1, 1]. Every ``trainer.sample_every_n_steps``
+``preview_clips(batch) -> (N, C, T, H, W)`` in [-1, 1], and ``preview_fps`` (the clips' own frame rate,
+``None`` if unknown). Every ``trainer.sample_every_n_steps``
 optimizer steps, global rank 0 tiles the clips into one grid video, writes it to
 ``out_dir/<preview_name>/step<step>.gif`` (whatever the logger) and, with the TensorBoard
 logger, also adds it with ``add_video``.
@@ -18,7 +19,7 @@ import torch
 from einops import rearrange
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from navid.data.video_io import tensor_to_frames, write_video
+from navid.data.video_io import DEFAULT_FPS, tensor_to_frames, write_video
 from navid.utils.step_end import StepEndCallback
 
 
@@ -37,10 +38,9 @@ class PreviewVideos(StepEndCallback):
     ``global_step``, and a resumed run's first batch still has the checkpoint's.
     """
 
-    def __init__(self, every_n_steps: int, out_dir: str | Path, fps: int = 8) -> None:
+    def __init__(self, every_n_steps: int, out_dir: str | Path) -> None:
         self.every_n_steps = every_n_steps
         self.out_dir = Path(out_dir)
-        self.fps = fps
 
     def on_step_end(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
         step = trainer.global_step
@@ -52,8 +52,9 @@ class PreviewVideos(StepEndCallback):
             return
         grid = tile_clips(clips)  # (C, T, H', W')
         frames = tensor_to_frames(grid)  # (T, H', W', C) uint8
-        write_video(self.out_dir / pl_module.preview_name / f"step{step:07d}.gif", frames, fps=self.fps)
+        fps = pl_module.preview_fps or DEFAULT_FPS
+        write_video(self.out_dir / pl_module.preview_name / f"step{step:07d}.gif", frames, fps=fps)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 video = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]  # (1, T, C, H', W') uint8
-                logger.experiment.add_video(pl_module.preview_name, video, global_step=step, fps=self.fps)
+                logger.experiment.add_video(pl_module.preview_name, video, global_step=step, fps=round(fps))
