@@ -1,12 +1,14 @@
 """``trainer.precision=bf16-mixed`` on CPU: tokenizer and generator train under autocast, while FSQ/VQ
-quantise in fp32 exactly as without autocast."""
+quantise in fp32 exactly as without autocast; ``16-mixed``'s loss scale leaves the GAN's clipping unchanged."""
 
 from __future__ import annotations
 
 import math
 
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
 
 from generator_helpers import make_token_cache, tiny_overrides
@@ -85,3 +87,42 @@ def test_generator_trains_in_bf16_mixed_through_the_cli(tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu",
                        weights_only=True)["state_dict"]
     assert all(v.dtype == torch.float32 for k, v in state.items() if v.is_floating_point())
+
+
+class GradientNormsAtStep(L.Callback):
+    """The gradient norm each optimizer sees as it steps: after clipping, and after a loss scale is divided out."""
+
+    def __init__(self) -> None:
+        self.norms: dict[int, list[float]] = {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for index, optimizer in enumerate(trainer.optimizers):
+            optimizer.register_step_post_hook(lambda opt, args, kwargs, index=index: self.norms.setdefault(
+                index, []).append(float(torch.cat([p.grad.flatten() for group in opt.param_groups
+                                                   for p in group["params"] if p.grad is not None]).norm())))
+
+
+def test_gan_tokenizer_clips_its_gradients_after_the_loss_scale_is_divided_out(tmp_path):
+    """``16-mixed`` on a GPU multiplies the loss by a GradScaler's scale, which Lightning divides out of the
+    gradients just before the step. The GAN's manual optimization clipped before that, cutting gradients still
+    2**12 times too large to norm 1: the optimizers then saw a norm of 1/4096. Here the CPU runs the same plugin
+    with a GradScaler of its own; clipped after the division, both optimizers see what a 32-true run sees (fp16
+    autocast rounding aside)."""
+    cfg = small_tokenizer_config(tmp_path, "trainer.max_steps=3", "trainer.gradient_clip_val=1.0",
+                                 "loss.gan_weight=0.1", "loss.gan_start_step=1", "loss.disc_warmup_steps=0",
+                                 "loss.disc_channels=8", "loss.disc_layers=1")
+    norms = {}
+    for precision in ("32-true", "16-mixed"):
+        torch.manual_seed(0)
+        recorder = GradientNormsAtStep()
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12, growth_interval=1000)
+        plugins = [MixedPrecision(precision, "cpu", scaler=scaler)] if precision == "16-mixed" else []
+        trainer = L.Trainer(accelerator="cpu", max_steps=3, plugins=plugins, callbacks=[recorder], logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(TokenizerModule(cfg), train_dataloaders=clip_loader(cfg, 6))
+        norms[precision] = recorder.norms
+    # the tokenizer's optimizer steps at every batch, the discriminator's from gan_start_step
+    assert [len(norms["16-mixed"][i]) for i in (0, 1)] == [3, 2]
+    for index in (0, 1):
+        assert max(norms["16-mixed"][index]) <= 1.0 + 1e-5
+        assert norms["16-mixed"][index] == pytest.approx(norms["32-true"][index], rel=0.05)

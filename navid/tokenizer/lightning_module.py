@@ -130,22 +130,29 @@ class TokenizerModule(L.LightningModule):
             self.log("train/gan_weight", weight)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        self.clip_gradients(opt_g, gradient_clip_val=self.cfg.trainer.gradient_clip_val or None)
-        opt_g.step()
+        opt_g.step()  # clipped in on_before_optimizer_step
         self.ema_updates.update(self.ema, self.tokenizer, self.global_step)
         sched_g.step()
         if step >= self.disc_start_step:
             d_loss = hinge_d_loss(self.discriminator(video), self.discriminator(recon.detach()))
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
-            grads = [p.grad.norm() for p in self.discriminator.parameters() if p.grad is not None]
-            self.log("train/d_grad_norm", torch.stack(grads).norm())
-            self.clip_gradients(opt_d, gradient_clip_val=self.cfg.trainer.gradient_clip_val or None)
-            uncounted_step(opt_d)
+            uncounted_step(opt_d)  # clipped in on_before_optimizer_step
             sched_d.step()
             self.log("train/d_loss", d_loss)
         self.log("train/loss", loss)
         return loss.detach()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip the GAN's gradients (Lightning clips by itself only under automatic optimization) here, where a
+        ``16-mixed`` run's gradients have had the loss scale divided out: clipped in the step, they would be
+        cut to norm 1 while still multiplied by it (2**16 at the start), leaving the update near nothing."""
+        if not self.use_gan:
+            return
+        if optimizer is self.optimizers()[1].optimizer:
+            grads = [p.grad.norm() for p in self.discriminator.parameters() if p.grad is not None]
+            self.log("train/d_grad_norm", torch.stack(grads).norm())
+        self.clip_gradients(optimizer, gradient_clip_val=self.cfg.trainer.gradient_clip_val or None)
 
     def optimizer_step(self, *args, **kwargs) -> None:
         """Without a GAN: the optimizer's step, then the EMA's (:class:`~navid.utils.ema.StepEMA` says why not
