@@ -81,6 +81,11 @@ def test_cli_errors(synth_root, fake_dir, tmp_path, capsys):
     assert "fewer than 2 usable clips" in capsys.readouterr().err
     assert main(["fvd", "--real", str(synth_root), "--fake", str(fake_dir), "--num", "25", "--frames", "10"]) != 0
     assert "25 real clips requested but the split has only 24 distinct chunks" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["fvd", "--real", str(fake_dir), "--fake", str(fake_dir), "--device", "cuda"]) == 2
+        assert "--device cuda: CUDA is not available" in capsys.readouterr().err
+    assert main(["fvd", "--real", str(fake_dir), "--fake", str(fake_dir), "--device", "gpu0"]) == 2
+    assert "--device gpu0: " in capsys.readouterr().err
 
 
 

