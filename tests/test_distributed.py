@@ -30,3 +30,23 @@ def test_without_torchrun_is_one_process(monkeypatch):
     assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.device) == (0, 1, 0, torch.device("cpu"))
     assert ctx.is_main and not ctx.is_distributed
     assert not torch.distributed.is_initialized()
+
+
+def test_several_srun_tasks_without_torchrun_are_refused(monkeypatch, tmp_path, capsys):
+    """``srun --ntasks-per-node 8 navid tokenize ...`` starts 8 copies that are not torchrun ranks: each would encode
+    the whole split into the same cache. They stop with one line before writing anything; one srun task, or
+    torchrun under srun (which sets WORLD_SIZE), runs as before."""
+    from navid.cli import main
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "8")
+    argv = ["tokenize", "--tokenizer", str(tmp_path / "t.pt"), "--data", str(tmp_path), "--out", str(tmp_path / "c")]
+    assert main(argv) == 2
+    assert "one of 8 srun tasks, not a torchrun rank" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
+    assert setup_distributed("cpu").world_size == 1
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "8")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert setup_distributed("cpu").world_size == 1

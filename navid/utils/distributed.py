@@ -85,8 +85,16 @@ def setup_distributed(device: str = "auto") -> DistributedContext:
     ``device`` is a command's ``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. Under
     ``torchrun`` an explicit ``cuda:N`` would put every rank on the same GPU, so it is refused;
     ``cuda``/``auto`` give rank r of a node ``cuda:LOCAL_RANK``. The backend is NCCL on CUDA and
-    gloo on CPU. Safe to call when the group already exists (it is reused).
+    gloo on CPU. Safe to call when the group already exists (it is reused). Several ``srun`` tasks without
+    torchrun are refused: each would run the whole job and write the same files.
     """
+    srun_tasks = os.environ.get("SLURM_STEP_NUM_TASKS", "1")
+    if "WORLD_SIZE" not in os.environ and srun_tasks.isdigit() and int(srun_tasks) > 1:
+        raise ValueError(
+            f"this process is one of {srun_tasks} srun tasks, not a torchrun rank: every task would run the whole "
+            "job and write the same files. Start torchrun with one srun task per node (as tools/slurm/*.sbatch "
+            "do), or run a single task (srun --ntasks 1)"
+        )
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     pinned = resolve_device(device, local_rank)
