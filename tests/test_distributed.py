@@ -5,10 +5,15 @@ The 2-rank path runs in test_cli_tokenizer (``torchrun --nproc-per-node 2 -m nav
 
 from __future__ import annotations
 
+import os
+import socket
+from pathlib import Path
+
 import pytest
 import torch
+import torch.multiprocessing as mp
 
-from navid.utils.distributed import resolve_device, setup_distributed
+from navid.utils.distributed import from_rank0, resolve_device, setup_distributed
 
 
 def test_auto_picks_cuda_only_when_present():
@@ -50,3 +55,27 @@ def test_several_srun_tasks_without_torchrun_are_refused(monkeypatch, tmp_path, 
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "8")
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert setup_distributed("cpu").world_size == 1
+
+
+def _listing_worker(rank: int, port: int, views: list, out) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    out[rank] = from_rank0(lambda: sorted(p.name for p in Path(views[rank]).iterdir()))
+    torch.distributed.destroy_process_group()
+
+
+def test_ranks_whose_file_views_differ_take_rank_0s_listing(tmp_path):
+    """``navid tokenize`` lists the shards still to write with ``from_rank0``: a rank with a stale view of a shared
+    file system (here: a folder of its own) must not split another list than rank 0 does."""
+    views = [tmp_path / "rank0", tmp_path / "rank1"]
+    for view, names in zip(views, (["shard_0002", "shard_0003"], ["shard_0001", "shard_0002", "shard_0003"])):
+        view.mkdir()
+        for name in names:
+            (view / name).touch()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_listing_worker, args=(port, [str(v) for v in views], out), nprocs=2, join=True)
+    assert out[0] == out[1] == ["shard_0002", "shard_0003"]
+    assert from_rank0(lambda: "one process") == "one process"

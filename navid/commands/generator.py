@@ -265,7 +265,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from navid.generation.evaluation import evaluate_generator, i3d_features, rank_world
+    from navid.generation.evaluation import evaluate_generator, i3d_features
+    from navid.utils.distributed import rank_world
     from navid.metrics.real_chunks import PROTOCOL, ChunkClips, draw_chunks
     from navid.utils.atomic import write_json_atomic
 

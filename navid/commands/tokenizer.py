@@ -297,7 +297,7 @@ def _shard_batches(shards, todo: list[int], batch_size: int) -> list[tuple[int, 
 def run_tokenize(args: argparse.Namespace) -> int:
     from navid.data.token_cache import TokenCacheShards
     from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
-    from navid.utils.distributed import distributed_run
+    from navid.utils.distributed import distributed_run, from_rank0
 
     if args.clips_per_video < 1:
         raise ValueError(f"--clips-per-video must be >= 1, got {args.clips_per_video}")
@@ -314,8 +314,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
         source["source_fps"] = ds.source_fps  # recorded in the cache for `navid sample`, not part of the job's plan
         ctx.on_main(lambda: TokenCacheShards.prepare(args.out, job, len(items), args.shard_size, args.overwrite))
         shards = TokenCacheShards(args.out)
-        missing = shards.missing()
-        ctx.barrier()  # every rank has listed the missing shards before any rank writes one
+        missing = from_rank0(shards.missing)  # listed before any rank writes one; one list, whatever a rank sees
         todo = missing if args.max_shards is None else missing[: args.max_shards]
         if ctx.is_main and len(missing) < shards.num_shards:
             done = shards.num_shards - len(missing)

@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from navid.generation.sampler import SamplingConfig, sample
 from navid.metrics.fvd import low_rank_frechet
 from navid.generation.schedule import Schedule
 from navid.generation.transformer import Transformer
+from navid.utils.distributed import from_rank0, rank_world
 
 
 @dataclass
@@ -132,25 +133,6 @@ def i3d_features(device: torch.device) -> tuple[Callable[[torch.Tensor], np.ndar
     provenance = {"detector": "TF-Hub Kinetics-400 I3D logits", "detector_sha256": detector.weights_sha256,
                   "resize": RESIZE_METHOD}
     return (lambda video: extract_features(detector, video).numpy()), provenance
-
-
-def rank_world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _from_rank0(compute: Callable[[], Any]) -> Any:
-    """``compute()`` run on rank 0 only, its (picklable) result given to every rank."""
-    import torch.distributed as dist
-
-    rank, world = rank_world()
-    value = [compute() if rank == 0 else None]
-    if world > 1:
-        dist.broadcast_object_list(value, src=0)
-    return value[0]
 
 
 def _gather_batches(mine: list[np.ndarray]) -> np.ndarray:
@@ -274,7 +256,7 @@ def reference_features(
 
     # Rank 0 decides for all: ranks that judged the file on their own (a network file system's stale view, a
     # writer finishing in between) would disagree on running the collectives of _real_features, and hang.
-    cached, error = _from_rank0(read_cache)
+    cached, error = from_rank0(read_cache)
     if error:
         raise ValueError(error)
     if cached is not None:

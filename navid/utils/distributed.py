@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -61,6 +61,23 @@ class DistributedContext:
                 raise USER_ERRORS[kind](text)
         if failure is not None:
             raise failure
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of the process group, or (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def from_rank0(compute: Callable[[], Any]) -> Any:
+    """``compute()`` run on rank 0 only, its (picklable) result given to every rank: ranks whose views of a shared
+    file system differ still take the same decisions (and so run the same collectives)."""
+    rank, world = rank_world()
+    value = [compute() if rank == 0 else None]
+    if world > 1:
+        dist.broadcast_object_list(value, src=0)
+    return value[0]
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
