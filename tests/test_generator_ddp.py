@@ -95,3 +95,22 @@ def test_training_leaves_the_process_group_it_ran_in(tmp_path, strategy):
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("rank None: done") == 2, done.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_ddp_time_limit_is_read_at_logging_steps(tmp_path):
+    """With several ranks rank 0's clock reaches the others by a broadcast, a host sync: it is read only at the
+    steps where logging synchronises the ranks anyway. A limit passed at once stops the run at the first logging
+    step (every 3rd here), on both ranks, with last.ckpt written there (before: at step 1, after a sync per step)."""
+    import torch
+
+    cache = make_token_cache(tmp_path / "cache", num_clips=8, num_classes=2)
+    extra = {"trainer.devices": 2, "trainer.strategy": "ddp", "trainer.log_every_n_steps": 3,
+             "trainer.max_time_minutes": 1e-9}
+    argv = [sys.executable, "-m", "navid.cli", "train", *tiny_overrides(cache, tmp_path / "run", steps=7, **extra)]
+    done = subprocess.run(argv, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "max_time_minutes=1e-09 reached: stopping at step 3" in done.stdout, done.stdout[-2000:]
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 3

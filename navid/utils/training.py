@@ -113,7 +113,9 @@ class TimeLimitOfThisRun(StepEndCallback):
 
     Lightning's ``max_time`` restores the time a checkpoint recorded, so after a time stop ``--resume``
     would be at its limit at once and train no step; a cluster job given a per-job limit must get the
-    whole limit again. Rank 0's clock decides for all ranks.
+    whole limit again. Rank 0's clock decides for all ranks; with several ranks it is read at the steps where
+    logging already synchronises them (as :class:`StopFile` looks for its file), so the other steps stay free
+    of the broadcast and its host sync, and a run may pass its limit by up to ``log_every_n_steps - 1`` steps.
     """
 
     def __init__(self, minutes: float) -> None:
@@ -124,6 +126,8 @@ class TimeLimitOfThisRun(StepEndCallback):
         self._start = time.monotonic()
 
     def on_step_end(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
+        if trainer.world_size > 1 and not is_logging_step(trainer):
+            return
         if trainer.strategy.broadcast(time.monotonic() - self._start >= self.seconds):
             trainer.should_stop = True
             if trainer.is_global_zero:
