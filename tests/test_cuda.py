@@ -71,12 +71,16 @@ def test_generator_forward_and_backward_make_no_host_sync(tmp_path):
     assert math.isfinite(loss.item())
 
 
-def test_tokenizer_loss_and_its_logged_statistics_make_no_host_sync(tmp_path):
+@pytest.mark.parametrize("quantizer", [
+    ["model.fsq_entropy_weight=0.1"],  # FSQ with the entropy penalty's loop
+    ["model.quantizer=vq", "model.vq_codebook_size=64", "model.vq_dead_code_threshold=2.0"],  # VQ restarting codes
+], ids=["fsq", "vq"])
+def test_tokenizer_loss_and_its_logged_statistics_make_no_host_sync(tmp_path, quantizer):
     from training_helpers import small_tokenizer_config
 
     from navid.tokenizer.lightning_module import TokenizerModule
 
-    cfg = small_tokenizer_config(tmp_path, "model.fsq_entropy_weight=0.1")  # the entropy penalty's loop too
+    cfg = small_tokenizer_config(tmp_path, *quantizer)
     module = TokenizerModule(cfg).cuda()
     video = torch.rand(2, 3, cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution, device="cuda") * 2 - 1
     torch.cuda.synchronize()

@@ -65,19 +65,19 @@ class VectorQuantizer(nn.Module):
         self.restart_dead_codes(flat)
 
     @torch.no_grad()
-    def restart_dead_codes(self, flat: torch.Tensor) -> int:
-        """Re-seed codes whose EMA usage fell below the threshold with random batch latents."""
-        dead = self.cluster_size < self.dead_code_threshold
-        num_dead = int(dead.sum())
-        if num_dead == 0:
-            return 0
-        picks = flat[torch.randint(0, flat.shape[0], (num_dead,), device=flat.device)]
+    def restart_dead_codes(self, flat: torch.Tensor) -> None:
+        """Re-seed codes whose EMA usage fell below the threshold with random batch latents.
+
+        Every code gets a candidate latent and only the dead ones take it, so the step never reads the number
+        of dead codes on the host (a sync per training step on a GPU); under DDP rank 0's candidates are used.
+        """
+        dead = (self.cluster_size < self.dead_code_threshold)[:, None]  # (K, 1)
+        picks = flat[torch.randint(0, flat.shape[0], (self.vocab_size,), device=flat.device)]  # (K, D)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.broadcast(picks, 0)
-        self.embed[dead] = picks
-        self.embed_sum[dead] = picks
-        self.cluster_size[dead] = 1.0
-        return num_dead
+        self.embed.copy_(torch.where(dead, picks, self.embed))
+        self.embed_sum.copy_(torch.where(dead, picks, self.embed_sum))
+        self.cluster_size.masked_fill_(dead[:, 0], 1.0)
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, T, H, W) int64 -> (B, D, T, H, W) fp32 unit-norm codes."""
