@@ -84,6 +84,10 @@ def test_cli_errors(synth_root, fake_dir, tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(["fvd", "--real", str(fake_dir), "--fake", str(fake_dir), "--device", "cuda"]) == 2
         assert "--device cuda: CUDA is not available" in capsys.readouterr().err
+    (tmp_path / "junk.npz").write_text("not statistics")
+    assert main(["fvd", "--real", str(tmp_path / "junk.npz"), "--fake", str(fake_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'junk.npz'}: not a readable feature-statistics file" in err and "pickle" not in err, err
     assert main(["fvd", "--real", str(fake_dir), "--fake", str(fake_dir), "--device", "gpu0"]) == 2
     assert "--device gpu0: " in capsys.readouterr().err
 

@@ -122,6 +122,19 @@ def test_sample_rejects_bad_input(trained, tmp_path, capsys):
     assert main(["sample", "--generator", str(generator), "--tokenizer", str(tmp_path / "missing.pt"),
                  "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # a damaged or foreign file is one line naming it (it was a traceback for --tokenizer), never torch's advice
+    # to load it with weights_only=False
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    (tmp_path / "truncated.pt").write_bytes(tokenizer.read_bytes()[:4096])
+    for kind, bad in (("tokenizer", "notes.txt"), ("tokenizer", "truncated.pt"), ("generator", "truncated.pt")):
+        flags = {"generator": str(generator), "tokenizer": str(tokenizer), kind: str(tmp_path / bad)}
+        assert main(["sample", "--generator", flags["generator"], "--tokenizer", flags["tokenizer"],
+                     "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / bad}: not a readable {kind} checkpoint" in err and "weights_only" not in err, err
+    assert main(["sample", "--generator", str(generator), "--tokenizer", str(tmp_path),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "is a folder, not a file" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def test_train_rejects_bad_config(tmp_path, capsys):

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,3 +116,42 @@ def test_rank0_alone_decides_whether_the_real_features_are_cached(tmp_path):
     expected = np.repeat(np.arange(6.0)[:, None], 3, axis=1)  # each clip's channel means: its index
     assert np.array_equal(np.load(tmp_path / "rank0.npy"), expected)
     assert np.array_equal(np.load(tmp_path / "rank1.npy"), expected)
+
+
+def _damaged_cache_on_rank(rank: int, init_file: str, cache: str, out: str) -> None:
+    import numpy as np
+    import torch.distributed as dist
+
+    from navid.generation.evaluation import reference_features
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    clips = [(torch.full((3, 2, 4, 4), float(i)), 0) for i in range(6)]
+    try:
+        reference_features(clips, np.arange(6), lambda v: v.mean(dim=(2, 3, 4)).double().numpy(), 2,
+                           stats_cache=cache, cache_key={"protocol": "test"}, progress=False)
+    except ValueError as err:
+        (Path(out) / f"rank{rank}.err").write_text(str(err))
+    dist.destroy_process_group()
+
+
+def test_a_damaged_stats_cache_file_stops_every_rank_with_its_name(tmp_path):
+    # A truncated cache file made rank 0 raise numpy's BadZipFile before it told the other ranks anything: they
+    # waited in the broadcast for good. Now every rank stops with one line naming the file.
+    import numpy as np
+    import torch.multiprocessing as mp
+
+    from navid.generation.evaluation import reference_features
+
+    cache = tmp_path / "cache"
+    reference_features([(torch.zeros(3, 2, 4, 4), 0)] * 6, np.arange(6), lambda v: v.mean(dim=(2, 3, 4)).double()
+                       .numpy(), 2, stats_cache=cache, cache_key={"protocol": "test"}, progress=False)
+    (cached,) = cache.iterdir()
+    cached.write_bytes(cached.read_bytes()[:200])
+    args = (str(tmp_path / "init"), str(cache), str(tmp_path))
+    context = mp.start_processes(_damaged_cache_on_rank, args=args, nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=1):
+        assert time.monotonic() < deadline, "ranks hung"
+    for rank in (0, 1):
+        err = (tmp_path / f"rank{rank}.err").read_text()
+        assert f"{cached}: not a readable feature-statistics file" in err and "remove it" in err, err

@@ -25,6 +25,7 @@ import torch
 
 from navid.generation.schedule import Schedule, build_schedule
 from navid.generation.transformer import Transformer, TransformerConfig, head_taps
+from navid.utils.checkpoint_file import load_checkpoint_file
 
 CHECKPOINT_FORMAT = "navid-generator/1"
 
@@ -48,12 +49,7 @@ def build_transformer(transformer_config: dict, schedule: Schedule) -> Transform
 def read_generator_meta(path: str | os.PathLike) -> tuple[dict, dict]:
     """``(navid meta, checkpoint)`` of a generator checkpoint, validated."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"generator checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors name the offending global; keep the first line
-        raise ValueError(f"{path}: not a loadable checkpoint ({str(err).splitlines()[0]})") from None
+    checkpoint = load_checkpoint_file(path, "generator")
     meta = checkpoint.get("navid") if isinstance(checkpoint, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a navid generator checkpoint (expected format {CHECKPOINT_FORMAT!r}); "

@@ -249,7 +249,10 @@ def reference_features(
         """(cached features or None, error or None), as rank 0 sees the file."""
         if cache_file is None or not cache_file.is_file():
             return None, None
-        cached = FeatureStats.load(cache_file)
+        try:
+            cached = FeatureStats.load(cache_file)
+        except ValueError as err:  # returned, not raised: the other ranks wait for rank 0's answer
+            return None, f"{err}; remove it and the real features are computed again"
         if cached.provenance != cache_key or cached.features is None or len(cached.features) != len(indices):
             return None, f"{cache_file}: cached real features were made for other clips; remove the file"
         return cached.features, None

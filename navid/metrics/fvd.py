@@ -180,12 +180,19 @@ class FeatureStats:
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureStats":
-        with np.load(path, allow_pickle=False) as z:
-            missing = {"mean", "cov", "count", "provenance"} - set(z.files)
-            if missing:
-                raise ValueError(f"{path}: not a navid feature-statistics file (missing {sorted(missing)})")
-            feats = z["features"] if "features" in z.files else None
-            return cls(z["mean"], z["cov"], int(z["count"]), json.loads(str(z["provenance"])), feats)
+        """A file :meth:`save` wrote; anything else (damaged, truncated, another kind of .npz) is a ``ValueError``
+        naming it, never numpy's advice to load it with ``allow_pickle``."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {name: z[name] for name in z.files}
+        except Exception as err:  # numpy and zipfile raise many kinds for damaged files
+            raise ValueError(f"{path}: not a readable feature-statistics file ({type(err).__name__}); is it a "
+                             "complete copy of the file navid wrote?") from None
+        missing = {"mean", "cov", "count", "provenance"} - set(arrays)
+        if missing:
+            raise ValueError(f"{path}: not a navid feature-statistics file (missing {sorted(missing)})")
+        return cls(arrays["mean"], arrays["cov"], int(arrays["count"]), json.loads(str(arrays["provenance"])),
+                   arrays.get("features"))
 
     def fvd(self, other: "FeatureStats") -> float:
         return frechet_distance(self.mean, self.cov, other.mean, other.cov)

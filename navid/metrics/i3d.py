@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from navid.utils.checkpoint_file import load_checkpoint_file
 from navid.metrics.i3d_weights import INSTALL_HINT, default_checkpoint_path, file_sha256, read_jax_checkpoint
 
 BN_EPS = 1e-3
@@ -268,5 +269,5 @@ def _load_pt(path: Path) -> nn.Module:
     if _is_torchscript(path):
         return TorchScriptI3D(torch.jit.load(str(path), map_location="cpu"))
     model = InceptionI3d()
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.load_state_dict(load_checkpoint_file(path, "I3D --weights"))
     return model

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from navid.utils.checkpoint_file import load_checkpoint_file
 from navid import __version__
 from navid.config import from_dict, to_dict
 from navid.tokenizer.config import ClipGeometry, TokenizerModelConfig
@@ -49,9 +50,7 @@ def save_tokenizer(tokenizer: VideoTokenizer, path: str | os.PathLike) -> Path:
 def load_tokenizer(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> VideoTokenizer:
     """The tokenizer (EMA weights, eval mode) stored in a ``train-tokenizer`` checkpoint or ``tokenizer.pt``."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"tokenizer checkpoint {path} does not exist")
-    data = torch.load(path, map_location=map_location, weights_only=True)
+    data = load_checkpoint_file(path, "tokenizer", map_location)
     payload = data.get("navid_tokenizer") if isinstance(data, dict) else None
     if payload is None or payload.get("format") != TOKENIZER_FORMAT:
         raise ValueError(f"{path} is not a navid tokenizer checkpoint (no '{TOKENIZER_FORMAT}' entry)")

@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from navid.utils.checkpoint_file import load_checkpoint_file
 from navid.config import SHARDED_STRATEGIES, ConfigError, OptimConfig, TrainerConfig
 from navid.data.resumable_order import OrderLayoutCheck, seed_of
 from navid.utils.atomic import link_atomic, prepare_output_dir, torch_save_atomic
@@ -367,7 +368,7 @@ def check_resume_settings(out_dir: str | os.PathLike, current: dict, stored_at: 
     path = last_checkpoint(out_dir)
     if not path.is_file():
         return  # resume_checkpoint says so
-    stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    stored = load_checkpoint_file(path, "--resume", mmap=True)
     for key in stored_at:
         stored = stored[key]
     changed = [f"{section}.{key}: {old!r} -> {current[section].get(key)!r}"

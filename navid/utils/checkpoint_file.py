@@ -1,0 +1,37 @@
+"""Reading a checkpoint file a user named: ``torch.load(weights_only=True)`` with errors that name the file.
+
+torch's own messages for a broken file are a ``KeyError`` on a text file, a ``BadZipFile`` on a truncated
+one, or advice to retry with ``weights_only=False`` (running whatever the file holds): none says which
+argument was wrong, and the last invites an unsafe load of a file that is simply damaged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def load_checkpoint_file(path: str | os.PathLike, what: str, map_location: str | torch.device = "cpu",
+                         mmap: bool = False) -> Any:
+    """The object saved in ``path``; a missing file, a folder or an unreadable file is one error naming it and
+    ``what`` it should have been (e.g. "tokenizer")."""
+    path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{what} checkpoint {path} is a folder, not a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as err:  # torch raises many kinds for damaged files
+        message = str(err)
+        marker = "WeightsUnpickler error: "  # what the restricted unpickler met (an opcode, a global's name)
+        if marker in message:
+            found = [line.strip() for line in message.split(marker, 1)[1].splitlines() if line.strip()]
+            detail = found[0].split(" was not an allowed")[0][:120] if found else "refused by the unpickler"
+        else:
+            detail = f"{type(err).__name__}: {message.splitlines()[0][:120] if message else ''}".rstrip(": ")
+        raise ValueError(f"{path}: not a readable {what} checkpoint ({detail}); is it a complete copy of the "
+                         "file navid wrote?") from None
