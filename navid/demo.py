@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,15 +91,6 @@ DEMO_OUTPUTS = ("data", "runs", "reconstructions", "tokens", "samples", "checkpo
                 "report.md", "report.json")
 
 
-def _clear_previous_run(out: Path) -> None:
-    for name in DEMO_OUTPUTS:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
 def _run_command(stage: str, argv: Sequence[str]) -> None:
     from navid.cli import main
 
@@ -152,8 +142,7 @@ def run_demo(
     if any(v < 1 for v in steps.values()):
         raise ValueError(f"step counts must be positive, got {steps}")
     plan = dataclasses.replace(plan, **steps)
-    out = prepare_output_dir(out, overwrite)
-    _clear_previous_run(out)  # only with --overwrite: prepare_output_dir refused a non-empty folder otherwise
+    out = prepare_output_dir(out, overwrite, own_outputs=DEMO_OUTPUTS)
     data, ckpts = out / "data", out / "checkpoints"
     tokenizer_ckpt, generator_ckpt = ckpts / "tokenizer.ckpt", ckpts / "generator.ckpt"
     stages = _Stages(total=8)

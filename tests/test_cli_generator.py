@@ -63,6 +63,15 @@ def test_sample_writes_videos_grids_tokens_and_settings(trained, tmp_path):
     # An existing output folder is never overwritten unless asked.
     assert main(args) == 2
     assert main([*args, "--overwrite"]) == 0
+    # --overwrite with fewer clips: the folder holds this run's files only (navid fvd reads all of videos/), and a
+    # file that is not the command's own stays
+    (out / "notes.txt").write_text("mine")
+    smaller = ["sample", "--generator", str(generator), "--tokenizer", str(tokenizer), "--classes", "1",
+               "--per-class", "1", "--out", str(out), "--overwrite"]
+    assert main(smaller) == 0
+    assert [p.name for p in (out / "videos").iterdir()] == ["001_Banana_00.mp4"]
+    assert sorted(p.name for p in (out / "grids").iterdir()) == ["001_Banana.gif", "001_Banana.mp4"]
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.slow

@@ -78,6 +78,10 @@ def test_reconstruct_and_tokenize(trained, synth_root, tmp_path):
     assert r["psnr"] == pytest.approx(float(psnr(recon, video).double().mean()), rel=1e-5)
     assert r["ssim"] == pytest.approx(float(ssim), rel=1e-5) and r["ssim"] < 0.99
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["recon_000.gif", "recon_001.gif"]
+    # --overwrite with fewer videos leaves none of the earlier ones behind
+    assert main(["reconstruct", *common, "--num", "3", "--out", str(tmp_path / "v"), "--num-videos", "1",
+                 "--overwrite"]) == 0
+    assert [p.name for p in (tmp_path / "v").iterdir()] == ["recon_000.gif"]
     # written at the clips' own rate: the synthesised videos are 25 fps, the clips take every frame (40 ms a frame)
     from PIL import Image
 

@@ -128,7 +128,7 @@ def run_sample(args: argparse.Namespace) -> int:
     fps = args.fps or _clip_fps(meta)
     names = meta["class_names"]
     classes = resolve_classes(args.classes, args.all_classes, names)
-    out = prepare_output_dir(args.out, args.overwrite)
+    out = prepare_output_dir(args.out, args.overwrite, own_outputs=("videos", "grids", "tokens.pt", "samples.json"))
     labels = torch.tensor(classes, device=device).repeat_interleave(args.per_class)  # (N,)
 
     tokens, frames, steps, seconds, compile_seconds = [], [], 0, 0.0, 0.0

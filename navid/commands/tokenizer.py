@@ -165,7 +165,7 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
     from navid.utils.atomic import prepare_output_dir, write_json_atomic
 
     if args.out:  # checked before any rank writes into it; a refusal stops every rank with its one line
-        ctx.on_main(lambda: prepare_output_dir(args.out, args.overwrite))
+        ctx.on_main(lambda: prepare_output_dir(args.out, args.overwrite, own_outputs=("recon_*.gif",)))
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(args.tokenizer, map_location=ctx.device)
     geometry = clip_geometry(args, tokenizer)

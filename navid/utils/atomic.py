@@ -15,7 +15,7 @@ import stat
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Optional
+from typing import Any, BinaryIO, Iterator, Optional, Sequence
 
 
 @contextlib.contextmanager
@@ -104,11 +104,13 @@ def link_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     return target
 
 
-def prepare_output_dir(path: str | os.PathLike, overwrite: bool, what: str = "--out") -> Path:
+def prepare_output_dir(path: str | os.PathLike, overwrite: bool, what: str = "--out",
+                       own_outputs: Sequence[str] = ()) -> Path:
     """Create an output folder, refusing to reuse a non-empty one unless ``overwrite``.
 
-    Existing files are never deleted here: with ``overwrite`` they are replaced file by
-    file as the command writes its own outputs.
+    With ``overwrite`` the command's earlier outputs (``own_outputs``: names or glob patterns in the folder)
+    are removed first, so a smaller run leaves none of a larger run's files behind for a tool that reads the
+    whole folder (``navid fvd`` on ``videos/``); other files in the folder are left alone.
     """
     out = Path(path)
     if out.exists() and not out.is_dir():
@@ -116,6 +118,12 @@ def prepare_output_dir(path: str | os.PathLike, overwrite: bool, what: str = "--
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{what} {out} exists and is not empty; pass --overwrite to write into it")
     out.mkdir(parents=True, exist_ok=True)
+    for pattern in own_outputs:
+        for earlier in out.glob(pattern):
+            if earlier.is_dir() and not earlier.is_symlink():
+                shutil.rmtree(earlier)
+            else:
+                earlier.unlink()
     return out
 
 
