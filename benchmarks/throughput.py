@@ -102,9 +102,11 @@ def markdown(rows, ratios, info) -> str:
                 return "-"
             comp = q.get(f"compiled_nar_over_{other}")
             return f"{eager:.2f}x" + ("" if comp is None else f" ({comp:.2f}x)")
+        def steps(other):
+            value = q.get(f"steps_{other}_over_nar")
+            return "-" if value is None else f"{value:.2f}"
         lines.append(f"| {q['trunk']} | {q['grid']} | {q['batch']} | {ratio('par4')} | {ratio('raster')} | "
-                     f"{q.get('steps_par4_over_nar', float('nan')):.2f} | "
-                     f"{q.get('steps_raster_over_nar', float('nan')):.2f} |")
+                     f"{steps('par4')} | {steps('raster')} |")
     return "\n".join(lines) + "\n"
 
 

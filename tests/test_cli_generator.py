@@ -170,7 +170,7 @@ def test_evaluate_reports_fvd_kvd_and_per_class_matrix(tmp_path, capsys):
     assert report["fvd"] > 0 and np.isfinite(report["kvd"])
     assert report["num_generated"] == report["num_real"] == 4
     assert report["real_clips"]["num_frames"] == 16 and report["real_clips"]["resolution"] == 64
-    assert report["fvd_provenance"]["detector_sha256"] and report["sampling"]["seed"] == 0
+    assert report["fvd_provenance"]["detector_sha256"] and report["sampling"]["seed"] == 0 and report["dtype"] == "fp32"
     matrix = report["per_class_fvd"]["matrix"]
     assert len(matrix) == 2 and all(len(row) == 2 for row in matrix)
     assert len(list((tmp_path / "stats").iterdir())) == 1

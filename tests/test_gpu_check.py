@@ -34,6 +34,8 @@ def test_gpu_check_dry_run_runs_every_part(tmp_path):
     rows = json.loads((tmp_path / "throughput.json").read_text())["rows"]
     expected = [(1, "nar"), (1, "par4"), (1, "raster"), (2, "nar"), (2, "par4")]
     assert sorted((r["batch"], r["schedule"]) for r in rows) == expected
+    table = (tmp_path / "throughput.md").read_text()  # raster was not run at batch 2: its columns say "-"
+    assert "| 2 | " in table and "nan" not in table
     kept, fresh = parts["compiled sampling over batches"]["result"]
     assert (kept["cache"], fresh["cache"]) == ("kept", "fresh per call") and kept["calls"] == fresh["calls"] == 2
     assert kept["first_warmup_s"] > 0 and kept["sampling_s_median"] > 0

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -97,14 +98,16 @@ def test_resumed_runs_keep_only_the_newest_step_file_and_never_rewrite_one_mid_s
     assert consumed("step0000002.ckpt") == (2, 3)  # 3 batches an epoch: its last one ends step 2
     train_generator(tiny_config(cache, out, steps=3, **common), resume=True)
     assert consumed("step0000002.ckpt") == (2, 3)
-    train_generator(tiny_config(cache, out, steps=4, **common), resume=True)
+    with warnings.catch_warnings(record=True) as caught:  # step 3 ends inside an epoch
+        warnings.simplefilter("always")
+        train_generator(tiny_config(cache, out, steps=4, **common), resume=True)
+    # Lightning's "your dataloader is not resumable" would contradict the exact resume the sampler gives
+    assert not [w for w in caught if "dataloader is not resumable" in str(w.message)]
     train_generator(tiny_config(cache, out, steps=6, **common), resume=True)
     assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "step0000006.ckpt"]
 
 
 def test_resuming_with_another_batch_size_warns_that_the_order_is_not_continued(tmp_path):
-    import warnings
-
     cache = make_token_cache(tmp_path / "cache", num_clips=8)
     out = tmp_path / "run"
     train_generator(tiny_config(cache, out, steps=2))

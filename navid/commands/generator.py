@@ -9,6 +9,7 @@ functions so ``navid --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("--real-seed", type=int, default=42, help="seed drawing the real chunks (reference code: 42)")
     evaluate.add_argument("--allow-repeats", action="store_true", help="allow --num above the split's distinct chunks")
-    evaluate.add_argument("--num-workers", type=int, default=4, help="processes decoding real clips")
+    evaluate.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1),
+                          help="processes decoding real clips (default: 4, at most the CPU count)")
     evaluate.add_argument("--stats-cache", help="folder caching real I3D features (keyed by protocol and chunks)")
     evaluate.add_argument("--json", help="write the report here (refused if it exists, unless --overwrite)")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --json")
@@ -299,14 +301,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         "protocol": PROTOCOL, "generator": str(args.generator), "tokenizer": str(args.tokenizer),
         "weights": "raw" if args.raw_weights else "ema", "schedule": schedule.kind,
         "real_clips": {**real_clips, **draw.report()}, "sampling": dataclasses.asdict(sampling),
-        "batch_size": args.batch_size, "device": str(device), "fvd_provenance": provenance,
+        "batch_size": args.batch_size, "device": str(device), "dtype": args.dtype, "fvd_provenance": provenance,
     })
     if rank_world()[0] == 0:
         if args.json:
             write_json_atomic(args.json, report)
         print(f"FVD {report['fvd']:.2f}  KVD {report['kvd']:.4f}  ({args.num} generated vs {args.num} real "
               f"{args.split} chunks, protocol {PROTOCOL}, cfg {args.cfg})")
-        nearest = report["per_class_fvd"]["own_class_nearest"]
-        if nearest is not None:
-            print(f"per-class FVD: {nearest:.0%} of generated classes are nearest their own real class")
+        per_class = report["per_class_fvd"]
+        if per_class["own_class_nearest"] is not None:
+            rated = sum(any(v is not None for v in row) for row in per_class["matrix"])
+            print(f"per-class FVD: {per_class['own_class_nearest']:.0%} of the {rated} generated classes with "
+                  f"2 or more clips on both sides are nearest their own real class")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -64,7 +65,8 @@ def _add_data_arguments(parser: argparse.ArgumentParser, default_split: str) -> 
     parser.add_argument("--resolution", type=int, default=None, help=f"frame size in pixels ({trained})")
     parser.add_argument("--frame-stride", type=int, default=None, help=f"source frames per clip frame ({trained})")
     parser.add_argument("--batch-size", type=int, default=8, help="clips encoded together (per rank)")
-    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader processes decoding video (0: none)")
+    parser.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="DataLoader processes decoding video (0: none; default: 4, at most the CPU count)")
     parser.add_argument("--device", default="auto",
                         help="auto (cuda when present, else cpu), cpu, cuda or cuda:N; "
                              "under torchrun each rank takes cuda:LOCAL_RANK")

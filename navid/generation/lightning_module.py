@@ -33,8 +33,8 @@ from navid.tokenizer.model import VideoTokenizer
 from navid.utils.ema import StepEMA
 from navid.utils.sharding import FullyShardedStrategy, is_sharded, shard_with_ema, unsharded, weights_on_this_rank
 from navid.utils.training import (
-    adamw_with_schedule, build_trainer, is_logging_step, last_checkpoint, leave_process_group, resume_checkpoint,
-    seed_batch,
+    adamw_with_schedule, build_trainer, is_logging_step, last_checkpoint, leave_process_group,
+    resumable_order_understood, resume_checkpoint, seed_batch,
 )
 
 
@@ -197,7 +197,8 @@ def train_generator(cfg: GeneratorTrainConfig, resume: bool = False) -> Path:
     if cfg.trainer.sample_every_n_steps:
         module.preview_decoder = (preview_tokenizer(cfg, data.cache.meta),)
     trainer = build_trainer(cfg.trainer, cfg.out_dir)
-    trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume), weights_only=True)
+    with resumable_order_understood():
+        trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume), weights_only=True)
     leave_process_group(trainer)
     return last_checkpoint(cfg.out_dir)
 

@@ -50,7 +50,7 @@ from navid.tokenizer.losses import (
 from navid.tokenizer.model import VideoTokenizer
 from navid.utils.ema import StepEMA
 from navid.utils.training import (
-    adamw_with_schedule, build_trainer, leave_process_group, resume_checkpoint, seed_batch,
+    adamw_with_schedule, build_trainer, leave_process_group, resumable_order_understood, resume_checkpoint, seed_batch,
 )
 
 
@@ -247,7 +247,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False) -> Path:
         strategy = gan_strategy(trainer_cfg.strategy, trainer_cfg.devices, trainer_cfg.num_nodes)
         trainer_cfg = dataclasses.replace(trainer_cfg, gradient_clip_val=0.0, strategy=strategy)
     trainer = build_trainer(trainer_cfg, cfg.out_dir)
-    trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume))
+    with resumable_order_understood():
+        trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume))
     exported = save_tokenizer(module.ema, Path(cfg.out_dir) / "tokenizer.pt")
     leave_process_group(trainer)
     return exported

@@ -7,11 +7,13 @@ place makes checkpoints crash-safe; one place stops on a non-finite loss.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import lightning as L
 import torch
@@ -19,6 +21,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from navid.utils.checkpoint_file import load_checkpoint_file
 from navid.config import SHARDED_STRATEGIES, ConfigError, OptimConfig, TrainerConfig
@@ -353,6 +356,17 @@ def resume_checkpoint(out_dir: str | os.PathLike, resume: bool) -> Optional[str]
     if not path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {path}")
     return str(path)
+
+
+@contextlib.contextmanager
+def resumable_order_understood() -> Iterator[None]:
+    """Lightning warns at every mid-epoch ``--resume`` that the DataLoader "is not resumable": it looks for state on
+    the loader, while navid's loaders resume through their sampler (:mod:`navid.data.resumable_order`, checked by
+    ``OrderLayoutCheck``), so the warning would contradict the exact resume the runs give."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch",
+                                category=PossibleUserWarning)
+        yield
 
 
 FIXED_ON_RESUME = ("model", "optim")  # what the checkpoint's weights and optimizer state were made with
