@@ -7,7 +7,9 @@ forward steps, and sampling seconds per video.
 
     python benchmarks/quality.py --demo-out demo_out --steps 1500 --per-class 10
 
-Writes ``quality.json`` and ``quality.md`` into ``--out`` (default ``benchmarks/results``).
+Writes ``quality.json`` and ``quality.md`` into ``--out`` (default ``benchmarks/results``). The three
+training runs go to ``--runs`` (default ``DEMO_OUT/runs/quality``); runs already there are kept unless
+``--overwrite`` is given.
 """
 
 from __future__ import annotations
@@ -31,15 +33,16 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SCHEDULES = ("nar", "par4", "raster")
 
 
-def train(demo: Path, runs: Path, schedule: str, steps: int, seed: int) -> Path:
+def train(demo: Path, runs: Path, schedule: str, steps: int, seed: int, overwrite: bool) -> Path:
     run_dir = runs / schedule
     status = navid_main([
-        "train", "--config", str(CONFIGS / "generator" / "tiny.yaml"), "--overwrite",
+        "train", "--config", str(CONFIGS / "generator" / "tiny.yaml"), *(["--overwrite"] if overwrite else []),
         f"data.tokens={demo / 'tokens'}", f"out_dir={run_dir}", f"model.schedule={schedule}", f"seed={seed}",
         f"trainer.max_steps={steps}", "trainer.max_time_minutes=null",
     ])
     if status != 0:
-        sys.exit(f"training {schedule} failed with status {status}")
+        sys.exit(f"training {schedule} into {run_dir} failed with status {status} (an earlier run there is kept "
+                 "unless --overwrite is given)")
     return run_dir / "checkpoints" / "last.ckpt"
 
 
@@ -76,14 +79,16 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--runs", type=Path, help="training runs (default: DEMO_OUT/runs/quality)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the training runs already in --runs")
     args = parser.parse_args()
 
     from navid.data.ucf101 import UCF101Clips
     from navid.generation.evaluation import balanced_real_clips, i3d_features, reference_features
 
     sampling = SamplingConfig(cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
-    runs = args.demo_out / "runs" / "quality"
-    ckpts = {s: train(args.demo_out, runs, s, args.steps, args.seed) for s in SCHEDULES}
+    runs = args.runs or args.demo_out / "runs" / "quality"
+    ckpts = {s: train(args.demo_out, runs, s, args.steps, args.seed, args.overwrite) for s in SCHEDULES}
     real = UCF101Clips(args.demo_out / "data", "train", num_frames=16, resolution=64)
     features, provenance = i3d_features(torch.device("cpu"))
     real_idx = balanced_real_clips(real.labels, args.per_class, args.seed)
