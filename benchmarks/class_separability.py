@@ -6,7 +6,7 @@ clips-per-class counts. A generator cannot be expected to be nearest its own cla
 than real clips of that class are.
 
 Usage: python benchmarks/class_separability.py --data DIR [--per-class 3 6 12]
-Writes benchmarks/results/class_separability.{json,md}.
+Writes class_separability.{json,md} into ``--out`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", required=True, help="a UCF-101-layout root, e.g. from `navid data synth`")
     parser.add_argument("--per-class", type=int, nargs="+", default=[3, 6, 12])
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     features, _ = i3d_features(torch.device("cpu"))
     most = max(args.per_class)
@@ -60,8 +61,8 @@ def main() -> None:
             "mean_nearest_other_fvd": float(off.mean()),
         })
     result = {"data": str(args.data), "classes": class_names, "machine": machine_description(), "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
-    write_json_atomic(RESULTS / "class_separability.json", result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / "class_separability.json", result)
     lines = [
         "# Class separability under I3D (real test clips vs real training clips)\n",
         f"Data: `{args.data}` ({len(class_names)} classes). Machine: {result['machine']}\n",
@@ -70,7 +71,7 @@ def main() -> None:
     ]
     lines += [f"| {r['clips_per_class']} | {r['own_class_nearest']:.0%} | {r['mean_own_fvd']:.0f} | "
               f"{r['mean_nearest_other_fvd']:.0f} |" for r in rows]
-    write_text_atomic(RESULTS / "class_separability.md", "\n".join(lines) + "\n")
+    write_text_atomic(args.out / "class_separability.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

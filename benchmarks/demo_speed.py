@@ -5,10 +5,11 @@ through the real Lightning loop for a few steps, and I3D on 16x64x64 clips resiz
 number is the mean over the steps after ``--skip`` warm-up steps, as wall seconds and as process
 CPU seconds. On a shared machine wall time depends on the other jobs; CPU time at one thread
 much less so, which makes it the number to compare code versions by (run this script with
-PYTHONPATH pointing at each version). Results append a row to
-``benchmarks/results/demo_speed.json``; ``demo_speed.md`` is written from all rows.
+PYTHONPATH pointing at each version). Results append a row to ``demo_speed.json`` in ``--out``
+(default ``benchmarks/results``); ``demo_speed.md`` there is written from all rows, with each row's
+``--note`` (if any) as a paragraph under the table.
 
-    python benchmarks/demo_speed.py --label after [--threads 1] [--steps 10] [--skip 2] [--clips 8]
+    python benchmarks/demo_speed.py --label after [--threads 1] [--steps 10] [--skip 2] [--clips 8] [--note TEXT]
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--skip", type=int, default=2)
     parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--note", metavar="TEXT",
+                        help="a paragraph about this run, kept in its JSON row and shown under the table")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from navid.data.synthetic import synthesize_dataset
@@ -129,10 +133,20 @@ def main() -> None:
             "i3d": i3d_clip(args.clips),
             "machine": {**machine_description(), "load_avg_at_start": load_before},
         }
-    path = RESULTS / "demo_speed.json"
+    if args.note:
+        row["note"] = args.note
+    path = args.out / "demo_speed.json"
     rows = json.loads(path.read_text()) if path.is_file() else []
     rows.append(row)
+    args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, rows)
+    text = markdown(rows)
+    write_text_atomic(args.out / "demo_speed.md", text)
+    print(text, end="")
+
+
+def markdown(rows: list[dict]) -> str:
+    """``demo_speed.md`` of all ``rows``: a header, the table, then each row's note (if any) as a paragraph."""
     table = markdown_table(
         ["version", "threads", "load avg (1 min, start / end)", "tokenizer s/step (CPU / wall)",
          "generator s/step (CPU / wall)", "I3D s/clip (CPU / wall)"],
@@ -146,8 +160,8 @@ def main() -> None:
               "steps/s = 1 / (s/step). "
               "CPU time at one thread is the comparable number on a shared machine; wall time includes waiting for the "
               "other jobs.\n")
-    write_text_atomic(RESULTS / "demo_speed.md", header + "\n" + "\n".join(table) + "\n")
-    print(header + "\n" + "\n".join(table))
+    notes = "".join(f"\n{r['note']}\n" for r in rows if r.get("note"))
+    return header + "\n" + "\n".join(table) + "\n" + notes
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """I3D throughput (clips/s, 16x224x224, fp32) of navid's port, and of the JAX reference when importable.
 
 Usage: python benchmarks/fvd_speed.py [--batch-sizes 1 8] [--repeats 2] [--threads N]
-Writes benchmarks/results/fvd_speed.{json,md}. Warm-up excluded; CUDA synchronised when used.
+Writes fvd_speed.{json,md} into ``--out`` (default ``benchmarks/results``).
+Warm-up excluded; CUDA synchronised when used.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -53,12 +55,12 @@ def main() -> None:
               "jax_reference": "measured" if jax_ok else "not available here (jax/flax not installed)"}
     if jax_ok:
         result["rows"] += time_jax(args.batch_sizes, args.repeats)
-    RESULTS.mkdir(exist_ok=True)
-    write_json_atomic(RESULTS / "fvd_speed.json", result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / "fvd_speed.json", result)
     lines = [f"# I3D speed (16x224x224, fp32)\n\nMachine: {machine}\n\nJAX reference: {result['jax_reference']}\n",
              "| implementation | batch | clips/s |", "|---|---|---|"]
     lines += [f"| {r['impl']} | {r['batch']} | {r['clips_per_s']} |" for r in result["rows"]]
-    write_text_atomic(RESULTS / "fvd_speed.md", "\n".join(lines) + "\n")
+    write_text_atomic(args.out / "fvd_speed.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -10,7 +10,7 @@ clear the bar in >= 95% of draws. The draws are :func:`navid.generation.class_ve
 the same the demo's bootstrap confidence uses (here without replacement).
 
 Usage: python benchmarks/per_class_robustness.py --demo-out DIR [--per-class 20] [--per-draw 6 8 10 12] [--draws 200]
-Writes benchmarks/results/per_class_robustness.{json,md}.
+Writes per_class_robustness.{json,md} into ``--out`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--per-draw", type=int, nargs="+", default=[6, 8, 10, 12],
                         help="clips per class and side in a draw")
     parser.add_argument("--draws", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if max(args.per_draw) > args.per_class:
         parser.error(f"--per-draw {max(args.per_draw)} exceeds --per-class {args.per_class}")
@@ -75,8 +76,8 @@ def main() -> None:
         "demo_clips_per_class": demo_clips,
         "machine": machine_description(), "rows": rows,
     }
-    RESULTS.mkdir(exist_ok=True)
-    write_json_atomic(RESULTS / "per_class_robustness.json", result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / "per_class_robustness.json", result)
     n = args.per_class
     lines = [
         "# Per-class share of a demo's checkpoints on more clips (I3D per-class FVD)\n",
@@ -90,7 +91,7 @@ def main() -> None:
               f"{r['draws_above_bar']:.0%}"] for r in rows],
         ),
     ]
-    write_text_atomic(RESULTS / "per_class_robustness.md", "\n".join(lines) + "\n")
+    write_text_atomic(args.out / "per_class_robustness.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

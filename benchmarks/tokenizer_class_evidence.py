@@ -8,7 +8,7 @@ for several tokenizers, next to the real clips themselves. Use it to compare tok
 objectives (pixel loss, ``loss.perceptual_weight``, ...) before spending a generator run.
 
 Usage: python benchmarks/tokenizer_class_evidence.py --data DIR --tokenizer NAME=CKPT [NAME=CKPT ...] [--per-class 6]
-Writes benchmarks/results/tokenizer_class_evidence.{json,md}.
+Writes tokenizer_class_evidence.{json,md} into ``--out`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="a UCF-101-layout root, e.g. a demo's data/ folder")
     parser.add_argument("--tokenizer", nargs="+", required=True, metavar="NAME=CKPT")
     parser.add_argument("--per-class", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     named = [spec.rsplit("=", 1) for spec in args.tokenizer]  # names may contain "="
     if any(len(pair) != 2 for pair in named):
@@ -58,8 +59,8 @@ def main() -> None:
         scores = score_features(row.pop("feats"), labels[other_idx], real_feats, labels[real_idx], names)
         row.update(fvd=scores["fvd"], own_class_nearest=scores["per_class_fvd"]["own_class_nearest"])
     result = {"data": str(args.data), "clips_per_class": args.per_class, "machine": machine_description(), "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
-    write_json_atomic(RESULTS / "tokenizer_class_evidence.json", result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / "tokenizer_class_evidence.json", result)
     lines = [
         "# Class evidence in tokenizer reconstructions (I3D per-class FVD, as `navid demo` scores samples)\n",
         f"Data: `{args.data}`; {args.per_class} reconstructed clips per class vs {args.per_class} other real training "
@@ -70,7 +71,7 @@ def main() -> None:
             for r in rows
         ]),
     ]
-    write_text_atomic(RESULTS / "tokenizer_class_evidence.md", "\n".join(lines) + "\n")
+    write_text_atomic(args.out / "tokenizer_class_evidence.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

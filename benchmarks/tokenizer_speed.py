@@ -1,7 +1,7 @@
 """Encode / decode throughput (clips/s) of the shipped tokenizer configs on this machine's CPU.
 
 Randomly initialised weights (speed does not depend on them); warm-up excluded; results
-go to ``benchmarks/results/tokenizer_speed.{json,md}``.
+go to ``tokenizer_speed.{json,md}`` in ``--out`` (default ``benchmarks/results``).
 
     python benchmarks/tokenizer_speed.py [--batch 4] [--iters 3] [--threads 2]
 """
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -54,8 +55,8 @@ def main() -> None:
         })
         print(rows[-1])
     machine = machine_description()
-    out = ROOT / "benchmarks" / "results"
-    write_json_atomic(out / "tokenizer_speed.json", {"machine": machine, "results": rows})
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / "tokenizer_speed.json", {"machine": machine, "results": rows})
     lines = [
         f"Tokenizer encode/decode throughput on CPU ({machine['cpu']}, {machine['cores']} threads, "
         f"torch {machine['torch']}); "
@@ -67,7 +68,7 @@ def main() -> None:
             for r in rows
         ]),
     ]
-    write_text_atomic(out / "tokenizer_speed.md", "\n".join(lines) + "\n")
+    write_text_atomic(args.out / "tokenizer_speed.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

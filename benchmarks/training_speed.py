@@ -4,8 +4,8 @@ Both run the shipped CPU configs (``configs/generator/tiny.yaml`` on a random 4x
 cache with the tiny tokenizer's 1,000 codes, ``configs/tokenizer/tiny.yaml`` on random
 16x64x64 clips) through :func:`navid.utils.training.build_trainer`, so checkpoint, NaN and
 logging callbacks are all included. A callback times the optimizer steps after ``--warmup``
-steps. Results are merged under ``--label`` into ``benchmarks/results/training_speed.{json,md}``,
-so one file holds e.g. the ``before`` and ``after`` numbers of a change.
+steps. Results are merged under ``--label`` into ``training_speed.{json,md}`` in ``--out`` (default
+``benchmarks/results``), so one file holds e.g. the ``before`` and ``after`` numbers of a change.
 
     python benchmarks/training_speed.py --label after [--steps 30] [--warmup 5] [--threads 2]
 """
@@ -142,6 +142,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--which", choices=["generator", "tokenizer", "both"], default="both")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("overrides", nargs="*",
                         help="extra key=value trainer overrides, e.g. trainer.precision=bf16-mixed")
     args = parser.parse_args()
@@ -152,13 +153,14 @@ def main() -> None:
             if args.which in ("both", name.split()[0]):
                 rows.append({"model": name, **fn(Path(tmp), args.warmup + args.steps, args.warmup, args.overrides)})
                 print(rows[-1], flush=True)
-    _merge_results(args.label, rows, machine_description())
+    _merge_results(args.out, args.label, rows, machine_description())
 
 
-def _merge_results(label: str, rows: list[dict], machine: dict) -> None:
-    path = RESULTS / "training_speed.json"
+def _merge_results(out: Path, label: str, rows: list[dict], machine: dict) -> None:
+    path = out / "training_speed.json"
     runs = json.loads(path.read_text())["runs"] if path.is_file() else []
     runs = [r for r in runs if r["label"] != label] + [{"label": label, "machine": machine, "results": rows}]
+    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, {"runs": runs})
     lines = [
         "Training steps/s through the real Lightning loop (warm-up steps excluded), tiny configs on CPU.",
@@ -178,7 +180,7 @@ def _merge_results(label: str, rows: list[dict], machine: dict) -> None:
         "",
         f"CPU: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}.",
     ]
-    write_text_atomic(RESULTS / "training_speed.md", "\n".join(lines) + "\n")
+    write_text_atomic(out / "training_speed.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
