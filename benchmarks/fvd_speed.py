@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from navid.metrics.fvd import fp32_convolutions
 from navid.metrics.i3d import load_i3d
 from navid.utils.atomic import write_json_atomic, write_text_atomic
 from navid.utils.machine import machine_description
@@ -23,7 +24,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def time_port(model, batch: int, repeats: int, device: str) -> float:
     x = torch.rand(batch, 3, 16, 224, 224, device=device) * 2 - 1
-    with torch.no_grad():
+    with torch.no_grad(), fp32_convolutions():  # as FVD features run it: no TF32 on a GPU
         model(x)  # warm-up
         if device == "cuda":
             torch.cuda.synchronize()

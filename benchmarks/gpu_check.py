@@ -50,6 +50,7 @@ from navid.generation.sampler import SamplingConfig, sample
 from navid.generation.schedule import build_schedule
 from navid.generation.throughput import SCHEDULES, benchmark_rows, matmul_peak_gflops, speedup_ratios
 from navid.generation.transformer import Transformer, TransformerConfig
+from navid.metrics.fvd import fp32_convolutions
 from navid.metrics.i3d import InceptionI3d
 from navid.tokenizer import TokenizerTrainConfig, VideoTokenizer
 from navid.utils.atomic import write_json_atomic, write_text_atomic
@@ -259,14 +260,15 @@ def tokenizer_encode(plan: Plan) -> dict:
 
 
 def i3d_speed(plan: Plan) -> dict:
-    """I3D forward clips/s on 16x224x224 clips; random weights (speed does not depend on them)."""
+    """I3D forward clips/s on 16x224x224 clips, in true fp32 as FVD features run it (``fp32_convolutions``);
+    random weights (speed does not depend on them)."""
     device = torch.device(plan.device)
     torch.manual_seed(0)
     model = InceptionI3d().to(device).eval().requires_grad_(False)
     clips = torch.rand(plan.i3d_batch, 3, 16, 224, 224, device=device) * 2 - 1
-    seconds = timed(device, lambda: model(clips), plan.timing_warmup, plan.timing_repeats)
-    return {"batch": plan.i3d_batch, "clip": [16, 224, 224], "dtype": "fp32",
-            "tf32": bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None,
+    with fp32_convolutions():
+        seconds = timed(device, lambda: model(clips), plan.timing_warmup, plan.timing_repeats)
+    return {"batch": plan.i3d_batch, "clip": [16, 224, 224], "dtype": "fp32, TF32 off",
             "clips_per_s": round(plan.i3d_batch / seconds, 2)}
 
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
 
 from navid import __version__
 from navid.config import USER_ERRORS
+
+# DataLoader processes of the commands that decode video: 4, or fewer on a machine with fewer CPUs (PyTorch warns
+# when asked for more workers than there are CPUs).
+DEFAULT_NUM_WORKERS = min(4, os.cpu_count() or 1)
 
 COMMAND_MODULES = (
     "navid.commands.data",

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 
 from navid import __version__
-from navid.utils.atomic import copy_atomic, prepare_output_dir, write_json_atomic, write_text_atomic
+from navid.utils.atomic import (
+    copy_atomic, prepare_output_dir, remove_earlier_outputs, write_json_atomic, write_text_atomic,
+)
 from navid.utils.markdown import markdown_table
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -142,7 +144,8 @@ def run_demo(
     if any(v < 1 for v in steps.values()):
         raise ValueError(f"step counts must be positive, got {steps}")
     plan = dataclasses.replace(plan, **steps)
-    out = prepare_output_dir(out, overwrite, own_outputs=DEMO_OUTPUTS)
+    out = prepare_output_dir(out, overwrite)
+    remove_earlier_outputs(out, DEMO_OUTPUTS)  # only with --overwrite: a non-empty folder was refused otherwise
     data, ckpts = out / "data", out / "checkpoints"
     tokenizer_ckpt, generator_ckpt = ckpts / "tokenizer.ckpt", ckpts / "generator.ckpt"
     stages = _Stages(total=8)

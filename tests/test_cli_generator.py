@@ -72,6 +72,8 @@ def test_sample_writes_videos_grids_tokens_and_settings(trained, tmp_path):
     assert [p.name for p in (out / "videos").iterdir()] == ["001_Banana_00.mp4"]
     assert sorted(p.name for p in (out / "grids").iterdir()) == ["001_Banana.gif", "001_Banana.mp4"]
     assert (out / "notes.txt").read_text() == "mine"
+    assert main([*smaller[:2], str(generator) + ".typo", *smaller[3:]]) == 2  # nothing removed before inputs load
+    assert [p.name for p in (out / "videos").iterdir()] == ["001_Banana_00.mp4"]
 
 
 @pytest.mark.slow

@@ -82,6 +82,10 @@ def test_reconstruct_and_tokenize(trained, synth_root, tmp_path):
     assert main(["reconstruct", *common, "--num", "3", "--out", str(tmp_path / "v"), "--num-videos", "1",
                  "--overwrite"]) == 0
     assert [p.name for p in (tmp_path / "v").iterdir()] == ["recon_000.gif"]
+    # a mistyped input under --overwrite stops before the earlier videos are touched
+    assert main(["reconstruct", "--tokenizer", str(tmp_path / "typo.pt"), "--data", str(synth_root),
+                 "--out", str(tmp_path / "v"), "--overwrite"]) == 2
+    assert [p.name for p in (tmp_path / "v").iterdir()] == ["recon_000.gif"]
     # written at the clips' own rate: the synthesised videos are 25 fps, the clips take every frame (40 ms a frame)
     from PIL import Image
 

@@ -34,6 +34,8 @@ NEEDED_APIS = [
     ("torch", "2.6", "torch.distributed.fsdp.fully_shard, public FSDP2 (trainer.strategy=fsdp)",
      lambda: all(hasattr(torch.distributed.fsdp, name)
                  for name in ("fully_shard", "FSDPModule", "register_fsdp_forward_method"))),
+    ("torch", "2.9", "torch.backends.cudnn.conv.fp32_precision (FVD features in true fp32, navid.metrics.fvd)",
+     lambda: hasattr(torch.backends.cudnn, "conv") and hasattr(torch.backends.cudnn.conv, "fp32_precision")),
     ("torch", "2.0", "F.scaled_dot_product_attention (attention)", lambda: callable(F.scaled_dot_product_attention)),
     ("torch", "2.0", "torch.compile (sampler --compile)", lambda: callable(torch.compile)),
     ("torch", "1.13", "torch.load(weights_only=) (every checkpoint load)",

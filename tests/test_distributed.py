@@ -60,13 +60,24 @@ def test_several_srun_tasks_without_torchrun_are_refused(monkeypatch, tmp_path, 
 def _listing_worker(rank: int, port: int, views: list, out) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
-    out[rank] = from_rank0(lambda: sorted(p.name for p in Path(views[rank]).iterdir()))
+    listing = from_rank0(lambda: sorted(p.name for p in Path(views[rank]).iterdir()))
+    def fails(failure: Exception) -> None:  # only rank 0 runs it
+        raise failure
+
+    errors = []
+    for failure in (ValueError("bad --out"), PermissionError("denied")):  # rank 0 fails: nobody waits for it
+        try:
+            from_rank0(lambda: fails(failure))
+        except Exception as err:
+            errors.append(f"{type(err).__name__}: {err}")
+    out[rank] = (listing, errors)
     torch.distributed.destroy_process_group()
 
 
-def test_ranks_whose_file_views_differ_take_rank_0s_listing(tmp_path):
+def test_ranks_whose_file_views_differ_take_rank_0s_listing_and_its_errors(tmp_path):
     """``navid tokenize`` lists the shards still to write with ``from_rank0``: a rank with a stale view of a shared
-    file system (here: a folder of its own) must not split another list than rank 0 does."""
+    file system (here: a folder of its own) must not split another list than rank 0 does, and when rank 0's call
+    fails the other ranks stop too instead of waiting for it at the broadcast."""
     views = [tmp_path / "rank0", tmp_path / "rank1"]
     for view, names in zip(views, (["shard_0002", "shard_0003"], ["shard_0001", "shard_0002", "shard_0003"])):
         view.mkdir()
@@ -77,5 +88,8 @@ def test_ranks_whose_file_views_differ_take_rank_0s_listing(tmp_path):
         port = sock.getsockname()[1]
     out = mp.Manager().dict()
     mp.spawn(_listing_worker, args=(port, [str(v) for v in views], out), nprocs=2, join=True)
-    assert out[0] == out[1] == ["shard_0002", "shard_0003"]
+    assert out[0][0] == out[1][0] == ["shard_0002", "shard_0003"]
+    # a bad-input error reaches every rank as itself; any other as a RuntimeError quoting rank 0's
+    assert out[0][1] == ["ValueError: bad --out", "PermissionError: denied"]
+    assert out[1][1] == ["ValueError: bad --out", "RuntimeError: rank 0 stopped: denied"]
     assert from_rank0(lambda: "one process") == "one process"

@@ -79,6 +79,11 @@ def test_vq_dead_codes_restart_from_batch_latents():
     changed = ~torch.isclose(vq.embed, before, atol=1e-6).all(-1)
     reseeded = (vq.embed @ flat.t()).max(-1).values > 1 - 1e-5  # unit vectors: a 4-term dot is 1 within ~4·eps32
     assert changed.sum() >= 28 and (changed & reseeded).sum() >= 28
+    # only the dead codes were replaced: a restart sets a code's EMA sum to its new unit vector and its usage to 1;
+    # the live codes keep the EMA's (usage above the threshold, sum not a unit vector)
+    restarted = (vq.embed_sum == vq.embed).all(-1)
+    assert restarted.sum() >= 28 and reseeded[restarted].all() and (vq.cluster_size[restarted] == 1.0).all()
+    assert (vq.cluster_size[~restarted] >= 0.1).all()
 
 
 def test_vq_ema_moves_codes_towards_latents():

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from generator_helpers import make_tokenizer
-from navid.data.video_io import read_video, tensor_to_frames
+from navid.data.video_io import probe_video, read_video, tensor_to_frames
 from navid.metrics.real_chunks import ChunkClips, draw_chunks
 from navid.tokenizer.checkpoint import load_tokenizer
 from tools import export_samples as ex
@@ -79,6 +79,10 @@ def test_generated_tokens_decoded_losslessly(tmp_path):
         assert np.array_equal(npz["arr_0"], expected) and npz["arr_1"].tolist() == [1, 0, 1]
     assert np.array_equal(read_png_layout(out), expected)
     assert [c["class"] for c in json.loads((out / "clips.json").read_text())["clips"]] == ["b", "a", "b"]
+    # the mp4 layout plays at the rate navid sample wrote (samples.json beside tokens.pt), not a fixed 8 fps
+    (tmp_path / "samples.json").write_text(json.dumps({"fps": 12.5}))
+    assert ex.main([*argv, "--out", str(tmp_path / "mp4"), "--layout", "mp4"]) == 0
+    assert probe_video(next((tmp_path / "mp4" / "videos").iterdir())).fps == pytest.approx(12.5)
 
 
 def test_video_folder_and_npz_round_trip(fixtures_dir, tmp_path):

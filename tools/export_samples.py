@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import zipfile
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from navid.data.video_io import VideoReadError, find_videos, read_video, tensor_to_frames, write_video
+from navid.data.video_io import DEFAULT_FPS, VideoReadError, find_videos, read_video, tensor_to_frames, write_video
 from navid.utils.atomic import atomic_path, prepare_output_dir, write_json_atomic
 
 LAYOUTS = ("mp4", "png", "npz")
@@ -237,7 +238,7 @@ def write_png_frames(folder: Path, frames: np.ndarray) -> None:
 
 
 def export(
-    source: ClipSource, out: str | Path, layouts: Sequence[str], fps: float = 8.0, overwrite: bool = False
+    source: ClipSource, out: str | Path, layouts: Sequence[str], fps: float = DEFAULT_FPS, overwrite: bool = False
 ) -> Path:
     """Write every clip of ``source`` in ``layouts`` under ``out``, then the manifest; returns ``out``."""
     unknown = sorted(set(layouts) - set(LAYOUTS))
@@ -294,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder (new or empty unless --overwrite)")
     parser.add_argument("--layout", nargs="+", default=["png"], choices=LAYOUTS, help="layouts to write (default png)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
-    parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the mp4 layout")
+    parser.add_argument("--fps", type=float,
+                        help="frame rate of the mp4 layout (default: --tokens' samples.json rate, else 8)")
     parser.add_argument("--tokenizer", help="tokenizer checkpoint that decodes --tokens")
     parser.add_argument("--device", default="cpu", help="device decoding --tokens")
     parser.add_argument(
@@ -333,11 +335,19 @@ def source_from_args(args: argparse.Namespace) -> ClipSource:
     return from_npz(args.npz)
 
 
+def default_fps(tokens: Optional[str]) -> float:
+    """The rate ``navid sample`` wrote its videos at (``samples.json`` beside ``tokens.pt``), else the default."""
+    info = Path(tokens).parent / "samples.json" if tokens else None
+    if info is not None and info.is_file():
+        return float(json.loads(info.read_text()).get("fps", DEFAULT_FPS))
+    return DEFAULT_FPS
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         source = source_from_args(args)
-        out = export(source, args.out, args.layout, args.fps, args.overwrite)
+        out = export(source, args.out, args.layout, args.fps or default_fps(args.tokens), args.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError, VideoReadError) as err:
         print(f"export_samples: error: {err}", file=sys.stderr)
         return 2

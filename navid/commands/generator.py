@@ -9,11 +9,12 @@ functions so ``navid --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from navid.cli import add_config_arguments
+from navid.cli import DEFAULT_NUM_WORKERS, add_config_arguments
+
+SAMPLE_OUTPUTS = ("videos", "grids", "tokens.pt", "samples.json")  # what --overwrite replaces
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="frame rate of the written videos (default: the training clips' own, source rate / "
                              "frame stride, where the token cache recorded it; else 8)")
     sample.add_argument("--out", required=True, help="output folder (new or empty unless --overwrite)")
-    sample.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    sample.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty --out, replacing its videos/, grids/, tokens.pt and samples.json")
     sample.set_defaults(func=run_sample)
 
     evaluate = subparsers.add_parser("evaluate", help="FVD / KVD / per-class FVD of a generator against real clips")
@@ -59,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("--real-seed", type=int, default=42, help="seed drawing the real chunks (reference code: 42)")
     evaluate.add_argument("--allow-repeats", action="store_true", help="allow --num above the split's distinct chunks")
-    evaluate.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1),
+    evaluate.add_argument("--num-workers", type=int, default=DEFAULT_NUM_WORKERS,
                           help="processes decoding real clips (default: 4, at most the CPU count)")
     evaluate.add_argument("--stats-cache", help="folder caching real I3D features (keyed by protocol and chunks)")
     evaluate.add_argument("--json", help="write the report here (refused if it exists, unless --overwrite)")
@@ -87,23 +89,19 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_models(args: argparse.Namespace):
     """``(generator, schedule, meta, tokenizer, sampling config, device)`` from the shared arguments."""
-    import torch
 
     from navid.generation.checkpoint import load_generator
     from navid.generation.evaluation import check_tokenizer
     from navid.generation.sampler import DTYPES, SamplingConfig, enable_tf32
     from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
+    from navid.utils.distributed import resolve_device
 
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     sampling = SamplingConfig(cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               seed=args.seed,
                               compile=args.compile)
-    try:
-        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto"
-                              else args.device)
-    except RuntimeError as err:
-        raise ValueError(f"--device: {err}") from None
+    device = resolve_device(args.device)
     model, schedule, meta = load_generator(args.generator, map_location=device, ema=not args.raw_weights)
     model.to(DTYPES[args.dtype])
     if device.type == "cuda":
@@ -120,7 +118,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
     from navid.data.video_io import tensor_to_frames, write_video
     from navid.generation.evaluation import generate_batches, resolve_classes
-    from navid.utils.atomic import prepare_output_dir, torch_save_atomic, write_json_atomic
+    from navid.utils.atomic import prepare_output_dir, remove_earlier_outputs, torch_save_atomic, write_json_atomic
 
     if args.per_class <= 0:
         raise ValueError(f"--per-class must be positive, got {args.per_class}")
@@ -130,7 +128,8 @@ def run_sample(args: argparse.Namespace) -> int:
     fps = args.fps or _clip_fps(meta)
     names = meta["class_names"]
     classes = resolve_classes(args.classes, args.all_classes, names)
-    out = prepare_output_dir(args.out, args.overwrite, own_outputs=("videos", "grids", "tokens.pt", "samples.json"))
+    out = prepare_output_dir(args.out, args.overwrite)
+    remove_earlier_outputs(out, SAMPLE_OUTPUTS)
     labels = torch.tensor(classes, device=device).repeat_interleave(args.per_class)  # (N,)
 
     tokens, frames, steps, seconds, compile_seconds = [], [], 0, 0.0, 0.0
@@ -310,7 +309,6 @@ def _evaluate(args: argparse.Namespace) -> int:
               f"{args.split} chunks, protocol {PROTOCOL}, cfg {args.cfg})")
         per_class = report["per_class_fvd"]
         if per_class["own_class_nearest"] is not None:
-            rated = sum(any(v is not None for v in row) for row in per_class["matrix"])
-            print(f"per-class FVD: {per_class['own_class_nearest']:.0%} of the {rated} generated classes with "
-                  f"2 or more clips on both sides are nearest their own real class")
+            print(f"per-class FVD: {per_class['own_class_nearest']:.0%} of the {per_class['rated_classes']} generated "
+                  f"classes with 2 or more clips on both sides are nearest their own real class")
     return 0

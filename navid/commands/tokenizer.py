@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -12,7 +11,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from navid.cli import add_config_arguments
+from navid.cli import DEFAULT_NUM_WORKERS, add_config_arguments
+
+RECONSTRUCT_OUTPUTS = ("recon_*.gif",)  # what --overwrite replaces in --out
 
 if TYPE_CHECKING:
     from navid.tokenizer.config import ClipGeometry
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--fvd", action="store_true", help="also compute rFVD (needs navid.metrics.fvd)")
     rec.add_argument("--json", default=None, help="write the report to this JSON file")
     rec.add_argument("--overwrite", action="store_true",
-                     help="replace an existing --json / write into a non-empty --out")
+                     help="replace an existing --json / write into a non-empty --out, replacing its recon_*.gif")
     rec.set_defaults(func=run_reconstruct)
 
     tok = subparsers.add_parser("tokenize", help="encode a dataset split into a token cache")
@@ -65,7 +66,7 @@ def _add_data_arguments(parser: argparse.ArgumentParser, default_split: str) -> 
     parser.add_argument("--resolution", type=int, default=None, help=f"frame size in pixels ({trained})")
     parser.add_argument("--frame-stride", type=int, default=None, help=f"source frames per clip frame ({trained})")
     parser.add_argument("--batch-size", type=int, default=8, help="clips encoded together (per rank)")
-    parser.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1),
+    parser.add_argument("--num-workers", type=int, default=DEFAULT_NUM_WORKERS,
                         help="DataLoader processes decoding video (0: none; default: 4, at most the CPU count)")
     parser.add_argument("--device", default="auto",
                         help="auto (cuda when present, else cpu), cpu, cuda or cuda:N; "
@@ -164,10 +165,10 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
     from navid.metrics.fvd import quantize_uint8
     from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
     from navid.tokenizer.losses import code_counts, psnr
-    from navid.utils.atomic import prepare_output_dir, write_json_atomic
+    from navid.utils.atomic import prepare_output_dir, remove_earlier_outputs, write_json_atomic
 
     if args.out:  # checked before any rank writes into it; a refusal stops every rank with its one line
-        ctx.on_main(lambda: prepare_output_dir(args.out, args.overwrite, own_outputs=("recon_*.gif",)))
+        ctx.on_main(lambda: prepare_output_dir(args.out, args.overwrite))
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(args.tokenizer, map_location=ctx.device)
     geometry = clip_geometry(args, tokenizer)
@@ -175,6 +176,8 @@ def _reconstruct(args: argparse.Namespace, ctx) -> int:
     chosen = _reconstruct_clips(len(ds), args.num, args.seed)
     fps = ds.clip_fps or DEFAULT_FPS
     n = len(chosen)
+    if args.out:  # the inputs have loaded: replace the earlier run's videos before any rank writes one
+        ctx.on_main(lambda: remove_earlier_outputs(Path(args.out), RECONSTRUCT_OUTPUTS))
     if ctx.is_main and args.num is not None and args.num > n:
         print(f"note: --num {args.num}: the {args.split} split has {n} clips; reconstructing all {n}")
     mine = list(range(ctx.rank, n, ctx.world_size))  # positions in ``chosen``

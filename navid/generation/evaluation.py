@@ -245,23 +245,21 @@ def reference_features(
         digest = hashlib.sha256(json.dumps(cache_key, sort_keys=True).encode()).hexdigest()[:16]
         cache_file = Path(stats_cache) / f"real-{(cache_key or {}).get('protocol', 'features')}-{digest}.npz"
 
-    def read_cache() -> tuple[Optional[np.ndarray], Optional[str]]:
-        """(cached features or None, error or None), as rank 0 sees the file."""
+    def read_cache() -> Optional[np.ndarray]:
+        """The cached features, or None, as rank 0 sees the file."""
         if cache_file is None or not cache_file.is_file():
-            return None, None
+            return None
         try:
             cached = FeatureStats.load(cache_file)
-        except ValueError as err:  # returned, not raised: the other ranks wait for rank 0's answer
-            return None, f"{err}; remove it and the real features are computed again"
+        except ValueError as err:
+            raise ValueError(f"{err}; remove it and the real features are computed again") from None
         if cached.provenance != cache_key or cached.features is None or len(cached.features) != len(indices):
-            return None, f"{cache_file}: cached real features were made for other clips; remove the file"
-        return cached.features, None
+            raise ValueError(f"{cache_file}: cached real features were made for other clips; remove the file")
+        return cached.features
 
     # Rank 0 decides for all: ranks that judged the file on their own (a network file system's stale view, a
     # writer finishing in between) would disagree on running the collectives of _real_features, and hang.
-    cached, error = from_rank0(read_cache)
-    if error:
-        raise ValueError(error)
+    cached = from_rank0(read_cache)
     if cached is not None:
         return cached
     real_feats = _real_features(real, indices, features, batch_size, num_workers, progress)
@@ -300,11 +298,17 @@ def score_features(gen_feats: np.ndarray, gen_labels: np.ndarray, real_feats: np
             "class_names": list(class_names),
             "matrix": [[None if np.isnan(v) else float(v) for v in row] for row in matrix],
             "own_class_nearest": own_class_share(matrix),
+            "rated_classes": len(rated_classes(matrix)),
         },
     }
 
 
+def rated_classes(matrix: np.ndarray) -> list[int]:
+    """The generated classes the per-class matrix can judge: rows with any finite FVD."""
+    return [i for i in range(len(matrix)) if np.isfinite(matrix[i]).any()]
+
+
 def own_class_share(matrix: np.ndarray) -> Optional[float]:
-    """Share of generated classes (rows with any finite FVD) whose nearest real class (lowest FVD) is their own."""
-    rated = [i for i in range(len(matrix)) if np.isfinite(matrix[i]).any()]
+    """Share of generated classes (:func:`rated_classes`) whose nearest real class (lowest FVD) is their own."""
+    rated = rated_classes(matrix)
     return float(np.mean([np.nanargmin(matrix[i]) == i for i in rated])) if rated else None

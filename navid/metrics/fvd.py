@@ -182,17 +182,22 @@ class FeatureStats:
     def load(cls, path: str | Path) -> "FeatureStats":
         """A file :meth:`save` wrote; anything else (damaged, truncated, another kind of .npz) is a ``ValueError``
         naming it, never numpy's advice to load it with ``allow_pickle``."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such feature-statistics file")
+        damaged = f"{path}: not a readable feature-statistics file ({{}}); is it a complete copy of what navid wrote?"
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {name: z[name] for name in z.files}
         except Exception as err:  # numpy and zipfile raise many kinds for damaged files
-            raise ValueError(f"{path}: not a readable feature-statistics file ({type(err).__name__}); is it a "
-                             "complete copy of the file navid wrote?") from None
+            raise ValueError(damaged.format(type(err).__name__)) from None
         missing = {"mean", "cov", "count", "provenance"} - set(arrays)
         if missing:
             raise ValueError(f"{path}: not a navid feature-statistics file (missing {sorted(missing)})")
-        return cls(arrays["mean"], arrays["cov"], int(arrays["count"]), json.loads(str(arrays["provenance"])),
-                   arrays.get("features"))
+        try:
+            provenance, count = json.loads(str(arrays["provenance"])), int(arrays["count"])
+        except (TypeError, ValueError) as err:
+            raise ValueError(damaged.format(type(err).__name__)) from None
+        return cls(arrays["mean"], arrays["cov"], count, provenance, arrays.get("features"))
 
     def fvd(self, other: "FeatureStats") -> float:
         return frechet_distance(self.mean, self.cov, other.mean, other.cov)

@@ -50,7 +50,7 @@ def save_tokenizer(tokenizer: VideoTokenizer, path: str | os.PathLike) -> Path:
 def load_tokenizer(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> VideoTokenizer:
     """The tokenizer (EMA weights, eval mode) stored in a ``train-tokenizer`` checkpoint or ``tokenizer.pt``."""
     path = Path(path)
-    data = load_checkpoint_file(path, "tokenizer", map_location)
+    data = load_checkpoint_file(path, "tokenizer")
     payload = data.get("navid_tokenizer") if isinstance(data, dict) else None
     if payload is None or payload.get("format") != TOKENIZER_FORMAT:
         raise ValueError(f"{path} is not a navid tokenizer checkpoint (no '{TOKENIZER_FORMAT}' entry)")

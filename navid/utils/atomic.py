@@ -104,13 +104,11 @@ def link_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     return target
 
 
-def prepare_output_dir(path: str | os.PathLike, overwrite: bool, what: str = "--out",
-                       own_outputs: Sequence[str] = ()) -> Path:
+def prepare_output_dir(path: str | os.PathLike, overwrite: bool, what: str = "--out") -> Path:
     """Create an output folder, refusing to reuse a non-empty one unless ``overwrite``.
 
-    With ``overwrite`` the command's earlier outputs (``own_outputs``: names or glob patterns in the folder)
-    are removed first, so a smaller run leaves none of a larger run's files behind for a tool that reads the
-    whole folder (``navid fvd`` on ``videos/``); other files in the folder are left alone.
+    Nothing is deleted here: a command that replaces its earlier outputs calls :func:`remove_earlier_outputs`
+    once its inputs have loaded, so a mistyped argument costs nothing already written.
     """
     out = Path(path)
     if out.exists() and not out.is_dir():
@@ -118,13 +116,20 @@ def prepare_output_dir(path: str | os.PathLike, overwrite: bool, what: str = "--
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{what} {out} exists and is not empty; pass --overwrite to write into it")
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def remove_earlier_outputs(out: Path, own_outputs: Sequence[str]) -> None:
+    """Remove a command's earlier outputs (``own_outputs``: names or glob patterns in ``out``) before it writes
+    again under ``--overwrite``, so a smaller run leaves none of a larger run's files behind for a tool that reads
+    the whole folder (``navid fvd`` on ``videos/``). Other files are left alone; a symlink is removed, never
+    followed."""
     for pattern in own_outputs:
         for earlier in out.glob(pattern):
             if earlier.is_dir() and not earlier.is_symlink():
                 shutil.rmtree(earlier)
             else:
                 earlier.unlink()
-    return out
 
 
 def refuse_existing_file(path: Optional[str | os.PathLike], overwrite: bool, what: str = "--json") -> None:

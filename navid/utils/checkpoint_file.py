@@ -14,17 +14,17 @@ from typing import Any
 import torch
 
 
-def load_checkpoint_file(path: str | os.PathLike, what: str, map_location: str | torch.device = "cpu",
-                         mmap: bool = False) -> Any:
-    """The object saved in ``path``; a missing file, a folder or an unreadable file is one error naming it and
-    ``what`` it should have been (e.g. "tokenizer")."""
+def load_checkpoint_file(path: str | os.PathLike, what: str, mmap: bool = False) -> Any:
+    """The object saved in ``path``, on the CPU (callers move what they use, so a device error is never taken for
+    a damaged file); a missing file, a folder or an unreadable file is one error naming it and ``what`` it should
+    have been (e.g. "tokenizer")."""
     path = Path(path)
     if path.is_dir():
         raise FileNotFoundError(f"{what} checkpoint {path} is a folder, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"{what} checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises many kinds for damaged files
         message = str(err)
         marker = "WeightsUnpickler error: "  # what the restricted unpickler met (an opcode, a global's name)

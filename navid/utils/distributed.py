@@ -43,24 +43,9 @@ class DistributedContext:
             dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def on_main(self, work: Callable[[], None]) -> None:
-        """Run ``work`` on the main rank while the others wait; a bad-input error it raises (``USER_ERRORS``) is
-        raised on every rank as that kind with the same message, so each rank stops with the command's one-line
-        error instead of waiting at its next collective for a rank that left."""
-        failure = None
-        if self.is_main:
-            try:
-                work()
-            except USER_ERRORS as err:
-                failure = err
-        if self.is_distributed:
-            kind = None if failure is None else next(i for i, e in enumerate(USER_ERRORS) if isinstance(failure, e))
-            message = [None if failure is None else (kind, str(failure))]
-            dist.broadcast_object_list(message, src=0, device=self.device)
-            if failure is None and message[0] is not None:
-                kind, text = message[0]
-                raise USER_ERRORS[kind](text)
-        if failure is not None:
-            raise failure
+        """Run ``work`` on the main rank while the others wait; an error it raises stops every rank
+        (:func:`from_rank0`)."""
+        from_rank0(work)
 
 
 def rank_world() -> tuple[int, int]:
@@ -72,12 +57,30 @@ def rank_world() -> tuple[int, int]:
 
 def from_rank0(compute: Callable[[], Any]) -> Any:
     """``compute()`` run on rank 0 only, its (picklable) result given to every rank: ranks whose views of a shared
-    file system differ still take the same decisions (and so run the same collectives)."""
+    file system differ still take the same decisions (and so run the same collectives).
+
+    If it raises, every rank raises, none waits at its next collective for a rank that left: a bad-input error
+    (``USER_ERRORS``) as that kind with the same message, so each rank stops with the command's one-line error;
+    any other as a ``RuntimeError`` quoting rank 0's.
+    """
     rank, world = rank_world()
-    value = [compute() if rank == 0 else None]
+    value, failure = None, None
+    if rank == 0:
+        try:
+            value = compute()
+        except Exception as err:  # handed to the other ranks, then raised here as it was
+            failure = err
     if world > 1:
-        dist.broadcast_object_list(value, src=0)
-    return value[0]
+        kind = None if failure is None else next((i for i, e in enumerate(USER_ERRORS) if isinstance(failure, e)), -1)
+        message = [value, None if failure is None else (kind, str(failure))]
+        dist.broadcast_object_list(message, src=0)
+        value, sent = message
+        if rank != 0 and sent is not None:
+            kind, text = sent
+            raise USER_ERRORS[kind](text) if kind >= 0 else RuntimeError(f"rank 0 stopped: {text}")
+    if failure is not None:
+        raise failure
+    return value
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
