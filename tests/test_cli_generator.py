@@ -111,9 +111,19 @@ def test_sample_writes_clips_at_the_rate_of_the_training_clips(trained, tmp_path
         assert ("records no frame rate; writing 8 fps" in capsys.readouterr().err) == (ckpt == generator)
 
 
-def test_sample_rejects_bad_input(trained, tmp_path, capsys):
+def test_sample_rejects_bad_input(trained, tmp_path, capsys, monkeypatch):
     generator, tokenizer = trained
     base = ["sample", "--generator", str(generator), "--tokenizer", str(tokenizer), "--out", str(tmp_path / "o")]
+    # several copies (srun tasks, torchrun ranks) would each write the same --out: one process samples
+    with monkeypatch.context() as env:
+        env.delenv("WORLD_SIZE", raising=False)
+        env.setenv("SLURM_STEP_NUM_TASKS", "4")
+        assert main(base) == 2
+        assert "one of 4 srun tasks" in capsys.readouterr().err
+        env.setenv("WORLD_SIZE", "2")
+        assert main(base) == 2
+        assert "navid sample runs in one process; 2 torchrun ranks" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
     assert main([*base, "--classes", "Durian"]) == 2
     assert "unknown class 'Durian'" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert main([*base, "--classes", "7"]) == 2

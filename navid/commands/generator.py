@@ -9,6 +9,7 @@ functions so ``navid --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -119,7 +120,12 @@ def run_sample(args: argparse.Namespace) -> int:
     from navid.data.video_io import tensor_to_frames, write_video
     from navid.generation.evaluation import generate_batches, resolve_classes
     from navid.utils.atomic import prepare_output_dir, remove_earlier_outputs, torch_save_atomic, write_json_atomic
+    from navid.utils.distributed import refuse_srun_copies
 
+    refuse_srun_copies()  # one process samples; srun copies of it would write the same --out
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(f"navid sample runs in one process; {os.environ['WORLD_SIZE']} torchrun ranks would each "
+                         "write the same --out. Run it without torchrun (navid evaluate shares generation out)")
     if args.per_class <= 0:
         raise ValueError(f"--per-class must be positive, got {args.per_class}")
     if args.fps is not None and args.fps <= 0:

@@ -99,6 +99,18 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def refuse_srun_copies() -> None:
+    """Stop a process that is one of several ``srun`` tasks but not a torchrun rank: every task would run the whole
+    job and write the same files (torchrun under srun sets ``WORLD_SIZE``, and passes)."""
+    srun_tasks = os.environ.get("SLURM_STEP_NUM_TASKS", "1")
+    if "WORLD_SIZE" not in os.environ and srun_tasks.isdigit() and int(srun_tasks) > 1:
+        raise ValueError(
+            f"this process is one of {srun_tasks} srun tasks, not a torchrun rank: every task would run the whole "
+            "job and write the same files. Start torchrun with one srun task per node (as tools/slurm/*.sbatch "
+            "do), or run a single task (srun --ntasks 1)"
+        )
+
+
 def setup_distributed(device: str = "auto") -> DistributedContext:
     """Join the ``torchrun`` process group (if any) with this rank's device pinned first.
 
@@ -108,13 +120,7 @@ def setup_distributed(device: str = "auto") -> DistributedContext:
     gloo on CPU. Safe to call when the group already exists (it is reused). Several ``srun`` tasks without
     torchrun are refused: each would run the whole job and write the same files.
     """
-    srun_tasks = os.environ.get("SLURM_STEP_NUM_TASKS", "1")
-    if "WORLD_SIZE" not in os.environ and srun_tasks.isdigit() and int(srun_tasks) > 1:
-        raise ValueError(
-            f"this process is one of {srun_tasks} srun tasks, not a torchrun rank: every task would run the whole "
-            "job and write the same files. Start torchrun with one srun task per node (as tools/slurm/*.sbatch "
-            "do), or run a single task (srun --ntasks 1)"
-        )
+    refuse_srun_copies()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     pinned = resolve_device(device, local_rank)
