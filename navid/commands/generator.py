@@ -90,7 +90,6 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_models(args: argparse.Namespace):
     """``(generator, schedule, meta, tokenizer, sampling config, device)`` from the shared arguments."""
-
     from navid.generation.checkpoint import load_generator
     from navid.generation.evaluation import check_tokenizer
     from navid.generation.sampler import DTYPES, SamplingConfig, enable_tf32
@@ -273,9 +272,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     import dataclasses
 
     from navid.generation.evaluation import evaluate_generator, i3d_features
-    from navid.utils.distributed import rank_world
     from navid.metrics.real_chunks import PROTOCOL, ChunkClips, draw_chunks
     from navid.utils.atomic import write_json_atomic
+    from navid.utils.distributed import rank_world
 
     model, schedule, meta, tokenizer, sampling, device = _load_models(args)
     (t, h, w), (ct, ch, cw) = schedule.grid, tokenizer.compression

@@ -246,12 +246,12 @@ class UCF101Clips(Dataset):
             self.clips.append(path)
             self.labels.append(label)
             self.frame_counts.append(m["num_frames"])
-            rates.append(m["fps"])
+            if m["fps"] > 0:  # 0: the container records no rate
+                rates.append(m["fps"])
         self.bad_files = bad
         self.padded_files = padded
         # The split's frame rate (UCF-101: 25 fps), so written clips play at the speed they were filmed.
-        known = [rate for rate in rates if rate > 0]
-        self.source_fps = round(float(np.median(known)), 3) if known else None
+        self.source_fps = round(float(np.median(rates)), 3) if rates else None
         fraction = len(bad) / len(index.clips)
         if bad:
             warnings.warn(

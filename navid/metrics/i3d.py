@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from navid.utils.checkpoint_file import load_checkpoint_file
 from navid.metrics.i3d_weights import INSTALL_HINT, default_checkpoint_path, file_sha256, read_jax_checkpoint
+from navid.utils.checkpoint_file import load_checkpoint_file
 
 BN_EPS = 1e-3
 NUM_CLASSES = 400

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from navid.utils.checkpoint_file import load_checkpoint_file
 from navid import __version__
 from navid.config import from_dict, to_dict
 from navid.tokenizer.config import ClipGeometry, TokenizerModelConfig
 from navid.tokenizer.model import VideoTokenizer
 from navid.utils.atomic import torch_save_atomic
+from navid.utils.checkpoint_file import load_checkpoint_file
 
 TOKENIZER_FORMAT = "navid-tokenizer/1"
 

@@ -23,10 +23,10 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from navid.utils.checkpoint_file import load_checkpoint_file
 from navid.config import SHARDED_STRATEGIES, ConfigError, OptimConfig, TrainerConfig
 from navid.data.resumable_order import OrderLayoutCheck, seed_of
 from navid.utils.atomic import link_atomic, prepare_output_dir, torch_save_atomic
+from navid.utils.checkpoint_file import load_checkpoint_file
 from navid.utils.distributed import teardown_distributed
 from navid.utils.previews import PreviewVideos
 from navid.utils.sharding import FullyShardedStrategy
