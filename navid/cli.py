@@ -30,7 +30,6 @@ COMMAND_MODULES = (
 )
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="navid", description="Neighboring Autoregressive video generation")
     parser.add_argument("--version", action="version", version=f"navid {__version__}")
@@ -70,6 +69,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except USER_ERRORS as err:
         print(f"navid {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:  # a training run's NaN/Inf loss (NonFiniteLossError names the first bad step)
+        from navid.utils.training import NonFiniteLossError
+
+        if not isinstance(err, NonFiniteLossError):
+            raise
+        print(f"navid {args.command}: stopped: {err}", file=sys.stderr)
+        return 1
     return int(result or 0)
 
 

@@ -47,6 +47,25 @@ def test_train_resume_and_checkpoint_contents(trained, synth_root):
 
 
 @pytest.mark.slow
+def test_overwrite_replaces_the_earlier_run_and_a_nan_loss_stops_in_one_line(trained, synth_root, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    args = ["train-tokenizer", "--config", TINY, f"data.root={synth_root}", f"out_dir={run}", *FAST,
+            "trainer.max_steps=2", "--overwrite"]
+    assert main(args) == 0
+    # Before: the earlier run's step files and logs stayed beside the new run's.
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert [p.name for p in (run / "logs").iterdir()] == ["version_0"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 2
+    # Before: a traceback (only navid train caught the non-finite loss stop).
+    assert main([*args, "optim.lr=1e30", "optim.warmup_steps=0", "trainer.gradient_clip_val=0"]) == 1
+    err = capsys.readouterr().err
+    assert "navid train-tokenizer: stopped: non-finite loss first at global step" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
 def test_reconstruct_and_tokenize(trained, synth_root, tmp_path):
     tok_path = trained / "tokenizer.pt"
     report = tmp_path / "r.json"

@@ -180,6 +180,7 @@ def test_a_stop_file_stops_the_run_at_a_logging_step_end_and_it_resumes_exactly(
     assert resumed["global_step"] == 5
     assert_same_weights(resumed, full)
 
+
 def test_nan_loss_stops_training_naming_the_step(tmp_path, capsys):
     cache = make_token_cache(tmp_path / "cache")
     # A learning rate of 1e36 makes the logits overflow within a few steps: a real divergence.
@@ -199,7 +200,17 @@ def test_existing_output_needs_resume_or_overwrite(tmp_path, capsys):
     assert main(argv) == 0
     assert main(argv) == 2
     assert "--overwrite" in capsys.readouterr().err
+    # --overwrite replaces the earlier run: none of its step checkpoints or logs stay beside the new run's (they did,
+    # and the highest step file was the discarded run's), and a mistyped input stops before anything is removed.
+    longer = ["train", *tiny_overrides(cache, tmp_path / "run", steps=4, **{"trainer.checkpoint_every_n_steps": 2})]
+    assert main([*longer, "--overwrite"]) == 0
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.ckpt", "step0000004.ckpt"]
+    assert main([*longer, "--overwrite", "data.tokens=/nonexistent"]) == 2
+    assert (tmp_path / "run" / "checkpoints" / "step0000004.ckpt").is_file()
     assert main([*argv, "--overwrite"]) == 0
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert [p.name for p in (tmp_path / "run" / "logs").iterdir()] == ["version_0"]
+    assert _load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 2
     assert main([*argv, "--resume"]) == 0
     assert main(["train", "--resume", *tiny_overrides(cache, tmp_path / "none", steps=2)]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(train)
     mode = train.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.ckpt")
-    mode.add_argument("--overwrite", action="store_true", help="start a new run in a non-empty out_dir")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="start a new run in a non-empty out_dir: the earlier run's checkpoints/, logs/, "
+                           "previews (and STOP) are removed once the config and data have passed their checks")
     train.set_defaults(func=run_train)
 
     sample = subparsers.add_parser("sample", help="generate class-conditional clips with a trained generator")
@@ -229,7 +231,7 @@ def run_train(args: argparse.Namespace) -> int:
     from navid.generation.schedule import build_schedule
     from navid.generation.lightning_module import train_generator
     from navid.utils.atomic import write_text_atomic
-    from navid.utils.training import NonFiniteLossError, check_resume_settings, prepare_run_dir
+    from navid.utils.training import check_resume_settings, prepare_run_dir
     from lightning.pytorch.utilities import rank_zero_only
     from omegaconf import OmegaConf
 
@@ -247,11 +249,7 @@ def run_train(args: argparse.Namespace) -> int:
         elif not out.is_dir():
             raise FileNotFoundError(f"--resume: out_dir {out} does not exist")
         write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(to_dict(cfg)))
-    try:
-        last = train_generator(cfg, resume=args.resume)
-    except NonFiniteLossError as err:
-        print(f"navid train: stopped: {err}", file=sys.stderr)
-        return 1
+    last = train_generator(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"checkpoint: {last}")
     return 0
 

@@ -24,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(train)
     mode = train.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.ckpt")
-    mode.add_argument("--overwrite", action="store_true", help="write into a non-empty out_dir")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="start a new run in a non-empty out_dir: the earlier run's checkpoints/, logs/, previews, "
+                           "tokenizer.pt (and STOP) are removed once the config and data have passed their checks")
     train.add_argument("--max-time", type=float, default=None,
                        help="stop after this many minutes (= trainer.max_time_minutes)")
     train.set_defaults(func=run_train)
@@ -91,7 +93,7 @@ def run_train(args: argparse.Namespace) -> int:
         check_resume_settings(out, to_dict(cfg), stored_at=("config",))
     if not args.resume:
         prepare_run_dir(out, args.overwrite)
-    path = train_tokenizer(cfg, resume=args.resume)
+    path = train_tokenizer(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"tokenizer (EMA weights) written to {path}")
     return 0
 

@@ -33,7 +33,7 @@ from navid.tokenizer.model import VideoTokenizer
 from navid.utils.ema import StepEMA
 from navid.utils.sharding import FullyShardedStrategy, is_sharded, shard_with_ema, unsharded, weights_on_this_rank
 from navid.utils.training import (
-    adamw_with_schedule, build_trainer, is_logging_step, last_checkpoint, leave_process_group,
+    adamw_with_schedule, build_trainer, is_logging_step, last_checkpoint, leave_process_group, replace_earlier_run,
     resumable_order_understood, resume_checkpoint, seed_batch,
 )
 
@@ -177,8 +177,10 @@ class GeneratorModule(L.LightningModule):
         }
 
 
-def train_generator(cfg: GeneratorTrainConfig, resume: bool = False) -> Path:
+def train_generator(cfg: GeneratorTrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
     """Train (or resume) a run in ``cfg.out_dir``; returns ``out_dir/checkpoints/last.ckpt``.
+
+    ``overwrite``: a new run replacing an earlier run's outputs in ``out_dir`` (removed once the data has loaded).
 
     The final state is always written to ``last.ckpt`` (atomically), also when
     ``max_steps`` is not a multiple of the checkpoint interval. Raises
@@ -196,13 +198,12 @@ def train_generator(cfg: GeneratorTrainConfig, resume: bool = False) -> Path:
     module = GeneratorModule(cfg, data.cache.meta)
     if cfg.trainer.sample_every_n_steps:
         module.preview_decoder = (preview_tokenizer(cfg, data.cache.meta),)
+    replace_earlier_run(cfg.out_dir, overwrite, (module.preview_name,))
     trainer = build_trainer(cfg.trainer, cfg.out_dir)
     with resumable_order_understood():
         trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume), weights_only=True)
     leave_process_group(trainer)
     return last_checkpoint(cfg.out_dir)
-
-
 
 
 def preview_tokenizer(cfg: GeneratorTrainConfig, cache_meta: dict) -> VideoTokenizer:

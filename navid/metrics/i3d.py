@@ -23,7 +23,6 @@ from navid.utils.checkpoint_file import load_checkpoint_file
 
 BN_EPS = 1e-3
 NUM_CLASSES = 400
-FEATURE_DIM = 1024  # channels of Mixed_5c
 
 # Inception block widths: (branch0, branch1 reduce, branch1, branch2 reduce, branch2, branch3 pool proj).
 _INCEPTION = {

@@ -50,8 +50,11 @@ from navid.tokenizer.losses import (
 from navid.tokenizer.model import VideoTokenizer
 from navid.utils.ema import StepEMA
 from navid.utils.training import (
-    adamw_with_schedule, build_trainer, leave_process_group, resumable_order_understood, resume_checkpoint, seed_batch,
+    adamw_with_schedule, build_trainer, leave_process_group, replace_earlier_run, resumable_order_understood,
+    resume_checkpoint, seed_batch,
 )
+
+TOKENIZER_FILE = "tokenizer.pt"  # the exported EMA tokenizer in out_dir
 
 
 class TokenizerModule(L.LightningModule):
@@ -234,14 +237,18 @@ def gan_strategy(strategy: str, devices, num_nodes: int) -> str:
     return strategy
 
 
-def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False) -> Path:
-    """Train (or resume) a tokenizer; returns the exported ``out_dir/tokenizer.pt`` (EMA weights)."""
+def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train (or resume) a tokenizer; returns the exported ``out_dir/tokenizer.pt`` (EMA weights).
+
+    ``overwrite``: a new run replacing an earlier run's outputs in ``out_dir`` (removed once the data has loaded).
+    """
     from navid.tokenizer.checkpoint import save_tokenizer
 
     L.seed_everything(cfg.seed, workers=True)
     data = VideoDataModule(cfg.data, seed=cfg.seed)
     data.setup()  # unreadable files past data.max_bad_fraction stop the run here, before its folder gets logs
     module = TokenizerModule(cfg)
+    replace_earlier_run(cfg.out_dir, overwrite, (module.preview_name, TOKENIZER_FILE))
     trainer_cfg = cfg.trainer
     if module.use_gan:  # manual optimization clips gradients itself
         strategy = gan_strategy(trainer_cfg.strategy, trainer_cfg.devices, trainer_cfg.num_nodes)
@@ -249,6 +256,6 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False) -> Path:
     trainer = build_trainer(trainer_cfg, cfg.out_dir)
     with resumable_order_understood():
         trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume))
-    exported = save_tokenizer(module.ema, Path(cfg.out_dir) / "tokenizer.pt")
+    exported = save_tokenizer(module.ema, Path(cfg.out_dir) / TOKENIZER_FILE)
     leave_process_group(trainer)
     return exported

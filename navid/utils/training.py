@@ -20,12 +20,13 @@ import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from navid.config import SHARDED_STRATEGIES, ConfigError, OptimConfig, TrainerConfig
 from navid.data.resumable_order import OrderLayoutCheck, seed_of
-from navid.utils.atomic import link_atomic, prepare_output_dir, torch_save_atomic
+from navid.utils.atomic import link_atomic, prepare_output_dir, remove_earlier_outputs, torch_save_atomic
 from navid.utils.checkpoint_file import load_checkpoint_file
 from navid.utils.distributed import teardown_distributed
 from navid.utils.previews import PreviewVideos
@@ -35,6 +36,9 @@ from navid.utils.step_estimate import StepTimeEstimate
 
 LAST_CHECKPOINT = "last.ckpt"
 STOP_FILE = "STOP"  # see StopFile
+# What every training run writes in its out_dir besides config.yaml (which the command rewrites) and the
+# module's preview folder: what --overwrite replaces (see replace_earlier_run).
+RUN_OUTPUTS = ("checkpoints", "logs", STOP_FILE)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -338,6 +342,18 @@ def prepare_run_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
                   " starting afresh", flush=True)
             return out
     return prepare_output_dir(out, overwrite, what="out_dir")
+
+
+def replace_earlier_run(out_dir: str | os.PathLike, overwrite: bool, own_outputs: Iterable[str] = ()) -> None:
+    """Under ``--overwrite``: remove the earlier run's outputs (:data:`RUN_OUTPUTS` and ``own_outputs``, e.g. the
+    module's preview folder) from ``out_dir``, on rank 0.
+
+    Called once the new run's config and data have passed their checks, so a mistyped command loses nothing.
+    Without it the discarded run's step checkpoints and logs would stay beside the new run's, and the highest
+    ``stepNNNNNNN.ckpt`` would be the discarded run's.
+    """
+    if overwrite and rank_zero_only.rank == 0:
+        remove_earlier_outputs(Path(out_dir), (*RUN_OUTPUTS, *own_outputs))
 
 
 def last_checkpoint(out_dir: str | os.PathLike) -> Path:
