@@ -33,8 +33,9 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 class DemoPlan:
     """Sizes and step budgets of one demo run.
 
-    Training runs a fixed number of optimizer steps (no wall-clock cut), so the same software
-    gives the same checkpoints and report on any machine; only the stage times differ.
+    Training runs a fixed number of optimizer steps (no wall-clock cut), so every machine does the same
+    training: the same checkpoints and report bit for bit on the same machine and thread count, and close
+    elsewhere (CPU kernels round differently, and training can amplify that); the stage times differ.
     """
 
     classes: int
@@ -52,19 +53,16 @@ class DemoPlan:
     throughput_repeats: int
 
 
-# The demo's tokenizer adds the I3D perceptual loss and takes 4x smaller batches (4x more
-# steps in the same minutes). With pixel losses alone, I3D placed the tokenizer's
-# reconstructions of every class nearest one real class (10-30%), so no generator over its
-# tokens could pass the per-class bar; with these, 70% (benchmarks/tokenizer_class_evidence.py).
+# The demo's tokenizer adds the I3D perceptual loss and takes 4x smaller batches (4x more steps in the same
+# minutes): with pixel losses alone its reconstructions lose the class evidence I3D needs, and no generator over
+# its tokens could pass the per-class bar (docs/tokenizer.md, benchmarks/tokenizer_class_evidence.py).
 DEMO_TOKENIZER = ("data.batch_size=2", "loss.perceptual_weight=1.0")
 
 PLANS = {
-    # 72 videos per class: the NAR generator overfit 36 per class (train loss 0.47 vs validation
-    # 0.86 at step 860). 12 clips per class: with 8, a run's bootstrap confidence was 94% for the
-    # tokenizer's own reconstructions and 64% for the samples; with 12, 99% and 87% (docs/demo.md).
-    # Step counts: docs/demo.md (300 tokenizer steps keep the class evidence on the soft clips; the
-    # generator needs 600 steps of batch 32 to follow its labels); retune with
-    # `navid demo --tokenizer-steps N --generator-steps N`.
+    # 72 videos per class keep the NAR generator from overfitting; 12 clips per class give the per-class
+    # verdict's bootstrap the confidence the judge needs; 300 tokenizer steps keep the class evidence on the soft
+    # clips, and the generator needs 600 steps of batch 32 to follow its labels. How each was chosen:
+    # docs/demo.md; retune with `navid demo --tokenizer-steps N --generator-steps N`.
     "default": DemoPlan(
         classes=10, videos_per_class=72, frames=32,
         tokenizer_steps=300, tokenizer_overrides=DEMO_TOKENIZER, clips_per_video=4,
@@ -132,7 +130,7 @@ def run_demo(
     """Run every stage into ``out``; returns the report (also written as ``report.json``).
 
     The sampling defaults (CFG 2, temperature 0.7, top-k 20) suit a generator trained for
-    minutes: at temperature 1 its samples are noisier (measured FVD about 1.6x higher).
+    minutes: at temperature 1 its samples are noisier (README, "The demo").
     ``tokenizer_steps`` / ``generator_steps`` replace the plan's step counts.
     """
     from navid.generation.sampler import SamplingConfig
@@ -175,9 +173,8 @@ def run_demo(
         ])
 
     def tokenize() -> None:
-        # Mirrored clips double the generator's data: without them the tiny NAR model overfit
-        # (train loss 0.64 vs validation 0.91 at step 911) and 50% of its classes (20 clips per
-        # class) were nearest their own real class; with them 60%.
+        # Mirrored clips double the generator's data, which keeps the tiny NAR model from overfitting
+        # (README, "The demo"; docs/tokenizer.md).
         _run_command("tokenize", [
             "tokenize", "--tokenizer", tokenizer_ckpt, "--data", data, "--split", "train", "--out", out / "tokens",
             "--clips-per-video", plan.clips_per_video, "--hflip",

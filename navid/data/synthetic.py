@@ -4,9 +4,8 @@ Each class is one (shape, texture, motion) triple with its own object hue and it
 tint, so classes differ in appearance and movement as UCF-101's do (where a class's scenes
 share a look: pools, courts, gyms); inside a class, shade, saturation, size, start position,
 speed, direction and background vary widely. The hues matter for evaluation: with random
-object colours, I3D features of 6 real test clips per class were nearest their own real
-training class for only 60-70% of classes, so per-class FVD could not show whether a
-generator follows its label.
+object colours, I3D told the real classes apart too poorly for per-class FVD to show whether a
+generator follows its label (docs/data.md).
 
 Object hues step round the colour circle (class i at i/10), so classes i and i+1 differ by
 only 36 degrees; the scene hues (``SCENE_HUE_STEPS``) are a permutation chosen so that any two
