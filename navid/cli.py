@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 from navid import __version__
 from navid.config import USER_ERRORS
+from navid.utils.run_stops import RunStopped
 
 # DataLoader processes of the commands that decode video: 4, or fewer on a machine with fewer CPUs (PyTorch warns
 # when asked for more workers than there are CPUs).
@@ -69,13 +70,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except USER_ERRORS as err:
         print(f"navid {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except FloatingPointError as err:  # a training run's NaN/Inf loss (NonFiniteLossError names the first bad step)
-        from navid.utils.training import NonFiniteLossError
-
-        if not isinstance(err, NonFiniteLossError):
-            raise
+    except RunStopped as err:  # a NaN/Inf loss or SIGTERM: the message says what --resume continues from
         print(f"navid {args.command}: stopped: {err}", file=sys.stderr)
-        return 1
+        return err.exit_status
     return int(result or 0)
 
 

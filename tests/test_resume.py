@@ -17,7 +17,7 @@ import torch
 from generator_helpers import assert_same_weights, make_token_cache, tiny_config, tiny_overrides
 from navid.cli import main
 from navid.generation.lightning_module import train_generator
-from navid.utils.training import NonFiniteLossError
+from navid.utils.run_stops import NonFiniteLossError
 
 
 def _load(path):
@@ -278,6 +278,35 @@ def test_sigkill_then_resume_reaches_the_same_final_step(tmp_path):
     # The resumed run started from the killed run's checkpoint, not from scratch.
     logged_steps = (out / "logs" / "version_1" / "metrics.csv").read_text().splitlines()[1:]
     assert min(int(line.split(",")[1]) for line in logged_steps if line) >= killed_at
+
+
+@pytest.mark.slow
+def test_sigterm_stops_with_a_checkpoint_at_that_step_and_a_failing_status(tmp_path):
+    # Before: Lightning's SIGTERMException (a SystemExit without a status) ended the command with status 0 and
+    # no checkpoint since the last periodic one, so a scheduler or `navid train ... && navid sample ...` took the
+    # stopped run for a finished one.
+    import re
+
+    cache = make_token_cache(tmp_path / "cache")
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "navid.cli", "train",
+            *tiny_overrides(cache, out, steps=100_000, **{"trainer.checkpoint_every_n_steps": 7})]
+    last = out / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(argv, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err[-2000:]
+    stopped = re.search(r"navid train: stopped: SIGTERM at step (\d+): (\S+) holds step \1, and --resume continues "
+                        r"from it", err)
+    assert stopped and Path(stopped[2]) == last.resolve(), err[-2000:]
+    step = int(stopped[1])
+    assert _load(last)["global_step"] == step
+    resumed = ["train", "--resume", *tiny_overrides(cache, out, steps=step + 2)]
+    assert main(resumed) == 0 and _load(last)["global_step"] == step + 2
 
 
 def test_checkpoint_on_an_epochs_last_batch_is_written_with_validation_on(tmp_path):

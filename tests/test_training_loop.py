@@ -15,7 +15,8 @@ from navid.generation.lightning_module import GeneratorModule, train_generator
 from navid.generation.schedule import build_schedule
 from navid.tokenizer.lightning_module import TokenizerModule
 from navid.utils.ema import ema_decay_at
-from navid.utils.training import NonFiniteLossError, build_trainer, warmup_cosine
+from navid.utils.run_stops import NonFiniteLossError
+from navid.utils.training import build_trainer, warmup_cosine
 from training_helpers import clip_loader, small_tokenizer_config
 
 

@@ -34,7 +34,7 @@ from navid.utils.ema import StepEMA
 from navid.utils.sharding import FullyShardedStrategy, is_sharded, shard_with_ema, unsharded, weights_on_this_rank
 from navid.utils.training import (
     adamw_with_schedule, build_trainer, is_logging_step, last_checkpoint, leave_process_group, replace_earlier_run,
-    resumable_order_understood, resume_checkpoint, seed_batch,
+    resumable_order_understood, resume_checkpoint, seed_batch, sigterm_reported,
 )
 
 
@@ -184,7 +184,7 @@ def train_generator(cfg: GeneratorTrainConfig, resume: bool = False, overwrite: 
 
     The final state is always written to ``last.ckpt`` (atomically), also when
     ``max_steps`` is not a multiple of the checkpoint interval. Raises
-    :class:`~navid.utils.training.NonFiniteLossError` naming the step on a NaN/Inf loss.
+    :class:`~navid.utils.run_stops.NonFiniteLossError` naming the step on a NaN/Inf loss.
     """
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = TokenCacheDataModule(
@@ -200,7 +200,7 @@ def train_generator(cfg: GeneratorTrainConfig, resume: bool = False, overwrite: 
         module.preview_decoder = (preview_tokenizer(cfg, data.cache.meta),)
     replace_earlier_run(cfg.out_dir, overwrite, (module.preview_name,))
     trainer = build_trainer(cfg.trainer, cfg.out_dir)
-    with resumable_order_understood():
+    with resumable_order_understood(), sigterm_reported(trainer):
         trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume), weights_only=True)
     leave_process_group(trainer)
     return last_checkpoint(cfg.out_dir)

@@ -51,7 +51,7 @@ from navid.tokenizer.model import VideoTokenizer
 from navid.utils.ema import StepEMA
 from navid.utils.training import (
     adamw_with_schedule, build_trainer, leave_process_group, replace_earlier_run, resumable_order_understood,
-    resume_checkpoint, seed_batch,
+    resume_checkpoint, seed_batch, sigterm_reported,
 )
 
 TOKENIZER_FILE = "tokenizer.pt"  # the exported EMA tokenizer in out_dir
@@ -254,7 +254,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, overwrite: 
         strategy = gan_strategy(trainer_cfg.strategy, trainer_cfg.devices, trainer_cfg.num_nodes)
         trainer_cfg = dataclasses.replace(trainer_cfg, gradient_clip_val=0.0, strategy=strategy)
     trainer = build_trainer(trainer_cfg, cfg.out_dir)
-    with resumable_order_understood():
+    with resumable_order_understood(), sigterm_reported(trainer):
         trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(cfg.out_dir, resume))
     exported = save_tokenizer(module.ema, Path(cfg.out_dir) / TOKENIZER_FILE)
     leave_process_group(trainer)

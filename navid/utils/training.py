@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from navid.config import SHARDED_STRATEGIES, ConfigError, OptimConfig, TrainerConfig
@@ -30,6 +30,7 @@ from navid.utils.atomic import link_atomic, prepare_output_dir, remove_earlier_o
 from navid.utils.checkpoint_file import load_checkpoint_file
 from navid.utils.distributed import teardown_distributed
 from navid.utils.previews import PreviewVideos
+from navid.utils.run_stops import NonFiniteLossError, StoppedBySigterm
 from navid.utils.sharding import FullyShardedStrategy
 from navid.utils.step_end import StepEndCallback
 from navid.utils.step_estimate import StepTimeEstimate
@@ -54,10 +55,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         torch_save_atomic(checkpoint, path)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or Inf loss."""
 
 
 def is_logging_step(trainer: L.Trainer) -> bool:
@@ -165,6 +162,22 @@ class StopFile(StepEndCallback):
                   flush=True)
 
 
+class StopOnSigterm(StepEndCallback):
+    """A single-process run sent SIGTERM stops at the end of the optimizer step it is in, where
+    :class:`RunCheckpoints` writes ``last.ckpt`` as for a ``STOP`` file; Lightning then ends ``fit`` with its
+    ``SIGTERMException`` (which :func:`sigterm_reported` reports).
+
+    Lightning ends the run at the end of the batch that received the signal, so under gradient accumulation a
+    signal that arrives between step ends leaves the previous checkpoint. With several ranks Lightning ends every
+    rank at the start of the next batch, where no rank could take part in a checkpoint's collective: the ``STOP``
+    file (what the SLURM templates touch on SIGUSR1) is the way to stop those with a checkpoint.
+    """
+
+    def on_step_end(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
+        if trainer.world_size == 1 and trainer.received_sigterm:
+            trainer.should_stop = True
+
+
 class RunCheckpoints(StepEndCallback, Checkpoint):
     """``last.ckpt`` every ``every_n_steps`` steps and at the step where the run stops (``max_steps`` reached or a
     stop requested), what ``--resume`` continues from; at every ``every_n_steps``-th step the same file is also
@@ -182,6 +195,7 @@ class RunCheckpoints(StepEndCallback, Checkpoint):
     def __init__(self, dirpath: Path, every_n_steps: int) -> None:
         self.dirpath, self.every_n_steps = Path(dirpath).resolve(), every_n_steps
         self.step_files: list[str] = []  # this run's step files not yet removed, the newest last
+        self.saved_step: Optional[int] = None  # the step of the last.ckpt this process wrote last
 
     @property
     def last(self) -> Path:
@@ -195,6 +209,7 @@ class RunCheckpoints(StepEndCallback, Checkpoint):
         if periodic:  # recorded in the file before the older step files go
             self.step_files.append(str(self.dirpath / f"step{step:07d}.ckpt"))
         trainer.save_checkpoint(self.last, weights_only=False)  # a collective: every rank takes part
+        self.saved_step = step
         if not periodic:
             return
         newest = self.step_files[-1]
@@ -266,8 +281,9 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
     all_callbacks = [StopOnNonFiniteLoss(), CpuBf16WithoutOneDnn(), StepTimeEstimate(), OrderLayoutCheck(), *callbacks]
     if cfg.max_time_minutes:
         all_callbacks.append(TimeLimitOfThisRun(cfg.max_time_minutes))
-    if checkpoints:  # after the time limit, which may stop the run at the step they save; so may StopFile
-        all_callbacks += [StopFile(out), RunCheckpoints(out / "checkpoints", cfg.checkpoint_every_n_steps)]
+    if checkpoints:  # after the time limit, which may stop the run at the step they save; so may StopFile and SIGTERM
+        all_callbacks += [StopFile(out), StopOnSigterm(),
+                          RunCheckpoints(out / "checkpoints", cfg.checkpoint_every_n_steps)]
     if cfg.sample_every_n_steps:
         all_callbacks.append(PreviewVideos(cfg.sample_every_n_steps, out))
     if cfg.progress_bar:
@@ -299,6 +315,27 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | os.PathLike, callbacks: Ite
         raise ConfigError(f"trainer.accelerator={cfg.accelerator}, trainer.devices={cfg.devices}, "
                           f"trainer.strategy={cfg.strategy}, trainer.num_nodes={cfg.num_nodes}, "
                           f"trainer.precision={cfg.precision}: {err}") from err
+
+
+@contextlib.contextmanager
+def sigterm_reported(trainer: L.Trainer) -> Iterator[None]:
+    """Around ``fit``: Lightning's exit on SIGTERM (a ``SystemExit`` without a status, so status 0, as if the run had
+    finished) becomes :class:`~navid.utils.run_stops.StoppedBySigterm`, naming the step and what ``--resume``
+    continues from."""
+    try:
+        yield
+    except SIGTERMException:
+        step = trainer.global_step
+        checkpoints = next((c for c in trainer.callbacks if isinstance(c, RunCheckpoints)), None)
+        if checkpoints is not None and checkpoints.saved_step == step:
+            where = f"{checkpoints.last} holds step {step}, and --resume continues from it"
+        elif checkpoints is not None and checkpoints.saved_step is not None:
+            where = f"--resume continues from {checkpoints.last} (step {checkpoints.saved_step})"
+        elif checkpoints is not None and checkpoints.last.is_file():
+            where = f"--resume continues from {checkpoints.last}, written before this process started"
+        else:
+            where = "no checkpoint was written"
+        raise StoppedBySigterm(f"SIGTERM at step {step}: {where}") from None
 
 
 def leave_process_group(trainer: L.Trainer) -> None:
