@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -220,6 +221,16 @@ def test_existing_output_needs_resume_or_overwrite(tmp_path, capsys):
     assert "optim.lr: 0.003 -> 0.001" in capsys.readouterr().err
     assert (tmp_path / "run" / "config.yaml").read_text() == config
     assert main(["train", "--resume", *tiny_overrides(cache, tmp_path / "run", steps=4)]) == 0  # more steps: fine
+    # Before: another token cache was resumed on silently (its tokenizer then recorded in the checkpoint).
+    from navid.data.token_cache import write_token_cache
+
+    other = make_token_cache(tmp_path / "other", num_clips=6)
+    assert main(["train", "--resume", *tiny_overrides(other, tmp_path / "run", steps=6)]) == 2
+    assert "is not the token cache this run trained on (token grids 4 -> 6)" in capsys.readouterr().err
+    retokenized = write_token_cache(tmp_path / "retokenized", np.zeros((4, 2, 4, 4), dtype=np.int64), np.arange(4) % 2,
+                                    vocab_size=16, class_names=["class0", "class1"], tokenizer_fingerprint="another")
+    assert main(["train", "--resume", *tiny_overrides(retokenized, tmp_path / "run", steps=6)]) == 2
+    assert "(tokenizer " in capsys.readouterr().err
 
 
 def test_a_start_that_fails_on_its_trainer_settings_says_so_in_one_line_and_the_fixed_command_runs(tmp_path, capsys):

@@ -46,3 +46,54 @@ def test_caches_without_groups_split_by_video_when_their_source_says_how(tmp_pat
 def test_groups_of_the_wrong_length_are_refused(tmp_path):
     with pytest.raises(TokenCacheError, match=r"groups must be \(4,\)"):
         _cache(tmp_path / "c", 4, groups=np.zeros(3, dtype=np.int64))
+
+
+def _pickled(path):
+    np.save(path, np.array([{"not": "tokens"}], dtype=object), allow_pickle=True)
+
+
+def _truncated(path):
+    path.write_bytes(path.read_bytes()[:90])
+
+
+def _without_grid(path):
+    import json
+
+    meta = json.loads(path.read_text())
+    del meta["grid"]
+    path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("name, damage, says", [
+    ("meta.json", lambda p: p.write_text("{bad"), "not a readable token cache's meta.json"),
+    ("meta.json", _without_grid, "no grid"),
+    ("tokens.npy", _pickled, "holds Python objects, not numbers"),
+    ("tokens.npy", _truncated, "not a readable token array"),
+    ("tokens.npy", lambda p: p.write_bytes(b"garbage"), "not a readable token array"),
+    ("labels.npy", lambda p: p.unlink(), "missing (label array"),
+    ("labels.npy", lambda p: np.save(p, np.zeros(2, dtype=np.int64)), "labels.npy has shape (2,)"),
+])
+def test_a_damaged_cache_is_refused_in_one_error_naming_the_file(tmp_path, name, damage, says):
+    # Before: JSON and numpy messages without the file (numpy's advising to unpickle the file), a KeyError, or a
+    # cache with too few labels accepted.
+    root = _cache(tmp_path / "cache", 3).root
+    damage(root / name)
+    with pytest.raises(TokenCacheError) as refused:
+        TokenCache(root)
+    assert str(root / name) in str(refused.value) and says in str(refused.value)
+    assert "allow_pickle" not in str(refused.value)
+
+
+def test_a_damaged_shard_is_named_with_what_to_do(tmp_path):
+    from navid.data.token_cache import TokenCacheShards
+
+    shards = TokenCacheShards.prepare(tmp_path / "out", {"data": "x"}, num_items=4, shard_size=2, overwrite=False)
+    for shard in range(shards.num_shards):
+        shards.write(shard, np.zeros((2, 1, 2, 2), dtype=np.int64), np.zeros(2, dtype=np.int64))
+    shards.path(1).write_bytes(b"garbage")
+    with pytest.raises(TokenCacheError, match="remove it and rerun the same command to encode it again") as refused:
+        shards.finish(vocab_size=4, class_names=["a"], tokenizer_fingerprint="f")
+    assert str(shards.path(1)) in str(refused.value)
+    (shards.dir / "plan.json").write_text("{bad")
+    with pytest.raises(TokenCacheError, match="token-shard plan"):
+        TokenCacheShards(tmp_path / "out")

@@ -227,22 +227,25 @@ def caption_grid(clips: list, caption: str, pad: int = 2):
 def run_train(args: argparse.Namespace) -> int:
     from navid.config import load_config, to_dict
     from navid.data.token_cache import TokenCache
+    from navid.generation.checkpoint import check_resume_tokens
     from navid.generation.config import GeneratorTrainConfig
     from navid.generation.schedule import build_schedule
     from navid.generation.lightning_module import train_generator
     from navid.utils.atomic import write_text_atomic
-    from navid.utils.training import check_resume_settings, prepare_run_dir
+    from navid.utils.training import check_resume_settings, last_checkpoint, prepare_run_dir
     from lightning.pytorch.utilities import rank_zero_only
     from omegaconf import OmegaConf
 
     cfg = load_config(GeneratorTrainConfig, args.config, args.overrides)
     # Bad data or a grid the schedule cannot split fail here, before the output folder exists.
-    build_schedule(cfg.model.schedule, TokenCache(cfg.data.tokens, cfg.tokenizer_fingerprint).grid)
+    cache = TokenCache(cfg.data.tokens, cfg.tokenizer_fingerprint)
+    build_schedule(cfg.model.schedule, cache.grid)
     out = Path(cfg.out_dir)
     # Under DDP every rank runs this command; only rank 0 judges and prepares the folder
     # (the others would find it already made by rank 0).
     if args.resume:
         check_resume_settings(out, to_dict(cfg), stored_at=("navid", "config"))
+        check_resume_tokens(last_checkpoint(out), cache)
     if rank_zero_only.rank == 0:
         if not args.resume:
             prepare_run_dir(out, args.overwrite)

@@ -36,10 +36,44 @@ from navid.utils.atomic import atomic_path, write_json_atomic
 
 CACHE_FORMAT = "navid-token-cache/1"
 SHARDS_FORMAT = "navid-token-shards/1"
+PLAN = "token-shard plan (pass --overwrite to start the cache again)"  # what shards/plan.json is, in errors
+RETOKENIZE = "make the cache again with `navid tokenize`"
 
 
 class TokenCacheError(ValueError):
     """A token cache is missing, malformed, or was made by a different tokenizer."""
+
+
+# What meta.json must hold for a cache to be read (write_token_cache writes these and the navid version).
+META_KEYS = ("format", "num_clips", "grid", "vocab_size", "num_classes", "class_names", "tokenizer_fingerprint",
+             "source")
+
+
+def read_json_file(path: Path, what: str) -> dict:
+    """A JSON object from ``path``, or :class:`TokenCacheError` naming the file (``what`` says what it should be)."""
+    try:
+        value = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TokenCacheError(f"{path}: not a readable {what} ({err})") from None
+    if not isinstance(value, dict):
+        raise TokenCacheError(f"{path}: not a readable {what} (expected a JSON object)")
+    return value
+
+
+def load_array_file(path: Path, what: str, remedy: str, mmap: bool = False):
+    """An ``.npy`` array or ``.npz`` archive, or :class:`TokenCacheError` naming the file, what it should be and
+    ``remedy``.
+
+    Never loads pickled objects, and never passes on numpy's advice to allow them.
+    """
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise TokenCacheError(f"{path}: missing ({what}); {remedy}") from None
+    except (ValueError, OSError, EOFError) as err:
+        objects = "pickle" in str(err) or "Python objects" in str(err)
+        reason = "it holds Python objects, not numbers" if objects else str(err)
+        raise TokenCacheError(f"{path}: not a readable {what} ({reason}); {remedy}") from None
 
 
 def write_token_cache(
@@ -100,7 +134,7 @@ class TokenCacheShards:
         plan_path = self.dir / "plan.json"
         if not plan_path.is_file():
             raise TokenCacheError(f"{self.out} holds no unfinished token cache (no {plan_path})")
-        self.plan = json.loads(plan_path.read_text())
+        self.plan = read_json_file(plan_path, PLAN)
         if self.plan.get("format") != SHARDS_FORMAT:
             raise TokenCacheError(f"{plan_path}: format {self.plan.get('format')!r}, expected {SHARDS_FORMAT!r}")
         self.num_items, self.shard_size = self.plan["num_items"], self.plan["shard_size"]
@@ -126,7 +160,7 @@ class TokenCacheShards:
         elif (out / "meta.json").is_file():
             raise FileExistsError(f"--out {out} already holds a finished token cache; pass --overwrite to replace it")
         elif (shard_dir / "plan.json").is_file():
-            old = json.loads((shard_dir / "plan.json").read_text())
+            old = read_json_file(shard_dir / "plan.json", PLAN)
             if old != plan:
                 changed = sorted(k for k in {**old.get("job", {}), **job} if old.get("job", {}).get(k) != job.get(k))
                 changed += [k for k in ("num_items", "shard_size") if old.get(k) != plan[k]]
@@ -169,7 +203,11 @@ class TokenCacheShards:
             raise TokenCacheError(f"{self.out}: {len(missing)} of {self.num_shards} shards missing (first: {first})")
         tokens, labels = [], []
         for s in range(self.num_shards):
-            with np.load(self.path(s)) as shard:
+            remedy = "remove it and rerun the same command to encode it again"
+            with load_array_file(self.path(s), "token shard", remedy) as shard:
+                if set(shard.files) != {"tokens", "labels"}:
+                    held = sorted(shard.files)
+                    raise TokenCacheError(f"{self.path(s)}: not a token shard (it holds {held}); {remedy}")
                 tokens.append(shard["tokens"])
                 labels.append(shard["labels"])
         out = write_token_cache(self.out, np.concatenate(tokens), np.concatenate(labels), **meta)
@@ -189,22 +227,29 @@ class TokenCache(Dataset):
         meta_path = self.root / "meta.json"
         if not meta_path.is_file():
             raise TokenCacheError(f"{self.root} is not a token cache (no meta.json); make one with `navid tokenize`")
-        meta = json.loads(meta_path.read_text())
+        meta = read_json_file(meta_path, "token cache's meta.json")
         if meta.get("format") != CACHE_FORMAT:
             raise TokenCacheError(f"{meta_path}: format {meta.get('format')!r}, expected {CACHE_FORMAT!r}")
+        missing = [key for key in META_KEYS if key not in meta]
+        if missing:
+            raise TokenCacheError(f"{meta_path}: no {', '.join(missing)}; {RETOKENIZE}")
         if expected_fingerprint is not None and meta["tokenizer_fingerprint"] != expected_fingerprint:
             raise TokenCacheError(
                 f"{meta_path}: made by tokenizer {meta['tokenizer_fingerprint']}, "
                 f"but this run uses tokenizer {expected_fingerprint}; re-run `navid tokenize` with it"
             )
         self.meta = meta
-        self.tokens = np.load(self.root / "tokens.npy", mmap_mode="r")
-        self.labels = np.load(self.root / "labels.npy")
+        self.tokens = load_array_file(self.root / "tokens.npy", "token array", RETOKENIZE, mmap=True)
+        self.labels = load_array_file(self.root / "labels.npy", "label array", RETOKENIZE)
         if self.tokens.shape[0] != meta["num_clips"] or list(self.tokens.shape[1:]) != meta["grid"]:
             raise TokenCacheError(f"{self.root}/tokens.npy has shape {self.tokens.shape}, "
                                   f"meta.json says {meta['num_clips']} x {meta['grid']}")
+        if self.labels.shape != (meta["num_clips"],):
+            raise TokenCacheError(f"{self.root}/labels.npy has shape {self.labels.shape}, "
+                                  f"meta.json says {meta['num_clips']} clips")
         groups = self.root / "groups.npy"
-        self.groups: Optional[np.ndarray] = np.load(groups) if groups.is_file() else None  # (N,) int64
+        self.groups: Optional[np.ndarray] = (  # (N,) int64
+            load_array_file(groups, "group array", RETOKENIZE) if groups.is_file() else None)
         if self.groups is not None and self.groups.shape != (meta["num_clips"],):
             raise TokenCacheError(f"{groups} has shape {self.groups.shape}, meta.json says {meta['num_clips']} clips")
 

@@ -19,13 +19,16 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
 from navid.generation.schedule import Schedule, build_schedule
 from navid.generation.transformer import Transformer, TransformerConfig, head_taps
 from navid.utils.checkpoint_file import load_checkpoint_file
+
+if TYPE_CHECKING:  # the cache module imports Lightning, which loading a generator does not need
+    from navid.data.token_cache import TokenCache
 
 CHECKPOINT_FORMAT = "navid-generator/1"
 
@@ -35,6 +38,29 @@ def token_clip_fps(token_clips: dict) -> Optional[float]:
     stride), or ``None`` where the token cache recorded no source rate."""
     rate = token_clips.get("source_fps")
     return rate / token_clips.get("frame_stride", 1) if rate else None
+
+
+def check_resume_tokens(path: Path, cache: TokenCache) -> None:
+    """Refuse ``--resume`` from ``path`` on another token cache than the run trained on (another tokenizer, grid,
+    class list or number of token grids).
+
+    The checkpoint records the tokenizer, grid and classes that ``sample`` and ``evaluate`` trust, and the resumed
+    data order continues the run's only over the same rows. Checkpoints written before the number of token grids
+    was recorded are checked without it.
+    """
+    if not path.is_file():
+        return  # resume_checkpoint says so
+    meta = load_checkpoint_file(path, "--resume", mmap=True).get("navid", {})
+    changed = [f"{name} {old} -> {new}" for name, old, new in (
+        ("tokenizer", meta.get("tokenizer_fingerprint"), cache.fingerprint),
+        ("grid", meta.get("grid"), list(cache.grid)),
+        ("token grids", meta.get("token_grids", len(cache)), len(cache)),
+    ) if old != new]
+    if meta.get("class_names") != list(cache.class_names):
+        changed.append("class names")
+    if changed:
+        raise ValueError(f"--resume from {path}: data.tokens is not the token cache this run trained on "
+                         f"({'; '.join(changed)}); resume with that cache, or start a new run")
 
 
 def build_transformer(transformer_config: dict, schedule: Schedule) -> Transformer:

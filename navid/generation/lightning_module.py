@@ -60,6 +60,7 @@ class GeneratorModule(L.LightningModule):
         self.grid = tuple(int(s) for s in cache_meta["grid"])
         self.class_names = list(cache_meta["class_names"])
         self.tokenizer_fingerprint = cache_meta["tokenizer_fingerprint"]
+        self.token_grids = int(cache_meta["num_clips"])  # rows of the training cache: what --resume checks
         source = cache_meta.get("source", {})
         # The clips behind the tokens (caches written by `navid tokenize` record them): evaluation compares
         # generated clips with real clips cut the same way.
@@ -172,6 +173,7 @@ class GeneratorModule(L.LightningModule):
             "grid": list(self.grid),
             "class_names": self.class_names,
             "tokenizer_fingerprint": self.tokenizer_fingerprint,
+            "token_grids": self.token_grids,
             "token_clips": self.token_clips,
             "head_taps": list(self.model.taps),
         }
