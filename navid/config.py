@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 
 # Errors that come from bad input (ConfigError among them): commands print them as one line, on every rank.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 def _describe(err: OmegaConfBaseException) -> str:

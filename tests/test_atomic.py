@@ -61,3 +61,26 @@ def test_link_atomic_copies_across_file_systems(tmp_path):
         link_atomic(src, tmp_path / "step0000002.ckpt")
         assert not os.path.samefile(src, tmp_path / "step0000002.ckpt")
     assert (tmp_path / "step0000002.ckpt").read_text() == "step 2"
+
+
+def test_unwritable_outputs_are_refused_before_any_work(tmp_path, capsys):
+    # Before: `navid evaluate --json DIR --overwrite` or `--json FILE/x.json` failed only at the final write, after
+    # the whole evaluation, with an IsADirectoryError traceback or a bare "[Errno 17] File exists".
+    from navid.cli import main
+    from navid.utils.atomic import check_writable, prepare_output_dir, refuse_existing_file
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(IsADirectoryError, match="--json .*folder is a folder; give the name of the file to write"):
+        refuse_existing_file(tmp_path / "folder", overwrite=True)
+    with pytest.raises(NotADirectoryError, match="--json .*afile/x.json: .*afile is a file, not a folder"):
+        refuse_existing_file(tmp_path / "afile" / "x.json", overwrite=False)
+    with pytest.raises(NotADirectoryError, match="--out .*afile/sub: .*afile is a file, not a folder"):
+        prepare_output_dir(tmp_path / "afile" / "sub", overwrite=False)
+    with pytest.raises(NotADirectoryError, match="--stats-cache"):
+        check_writable(tmp_path / "afile", "--stats-cache", folder=True)
+    assert main(["evaluate", "--generator", "g.ckpt", "--tokenizer", "t.pt", "--data", "d",
+                 "--json", str(tmp_path / "folder"), "--overwrite"]) == 2
+    assert "--json" in capsys.readouterr().err
+    assert main(["fvd", "--real", "r", "--fake", "f", "--save-real-stats", str(tmp_path / "afile" / "s.npz")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err

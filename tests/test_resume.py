@@ -264,6 +264,19 @@ def test_overrides_may_follow_the_flags(tmp_path, capsys):
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
 
 
+def test_a_folder_holding_only_empty_folders_counts_as_empty(tmp_path, capsys):
+    # A start that fails inside its first step can leave the logger's empty logs/version_0 and nothing else (no
+    # config.yaml: train-tokenizer writes none). Before, the corrected command was refused.
+    from navid.utils.training import prepare_run_dir
+
+    (tmp_path / "run" / "logs" / "version_0").mkdir(parents=True)
+    assert prepare_run_dir(tmp_path / "run", overwrite=False) == tmp_path / "run"
+    assert "holds only what a failed start left (empty folders); starting afresh" in capsys.readouterr().out
+    (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").write_text("step\n")
+    with pytest.raises(FileExistsError, match="is not empty"):
+        prepare_run_dir(tmp_path / "run", overwrite=False)
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_reaches_the_same_final_step(tmp_path):
     cache = make_token_cache(tmp_path / "cache")

@@ -31,9 +31,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from navid.config import USER_ERRORS
 from navid.data.video_io import write_video
 from navid.generation.schedule import Schedule, build_schedule
-from navid.utils.atomic import atomic_path
+from navid.utils.atomic import atomic_path, check_output_file
 
 DEFAULT_KINDS = ("nar", "par4", "raster")
 TITLES = {"nar": "NAR", "raster": "raster AR"}
@@ -250,9 +251,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cell is not None and args.cell < 4:
         print(f"visualize_schedule: error: --cell must be at least 4 pixels, got {args.cell}", file=sys.stderr)
         return 2
+    if args.fps <= 0:
+        print(f"visualize_schedule: error: --fps must be positive, got {args.fps}", file=sys.stderr)
+        return 2
     try:
         schedules = [build_schedule(kind, tuple(args.grid)) for kind in args.kinds]
-    except ValueError as err:
+        for option in ("png", "gif", "mp4"):
+            if getattr(args, option):
+                check_output_file(Path(getattr(args, option)), f"--{option}")
+    except USER_ERRORS as err:
         print(f"visualize_schedule: error: {err}", file=sys.stderr)
         return 2
     if args.png:

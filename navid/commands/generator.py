@@ -258,12 +258,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from navid.utils.atomic import refuse_existing_file
+    from navid.utils.atomic import check_writable, refuse_existing_file
     from navid.utils.distributed import distributed_run
 
     if args.num < 2:
         raise ValueError(f"--num must be at least 2 (FVD needs a covariance), got {args.num}")
     refuse_existing_file(args.json, args.overwrite)
+    if args.stats_cache:
+        check_writable(Path(args.stats_cache), "--stats-cache", folder=True)
     with distributed_run(args.device) as ctx:
         args.device = str(ctx.device)  # under torchrun: this rank's pinned device
         return _evaluate(args)

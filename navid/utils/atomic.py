@@ -104,6 +104,19 @@ def link_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     return target
 
 
+def check_writable(path: Path, what: str, folder: bool = False) -> None:
+    """Stop before any work if ``path`` could not be written at the end of it: a file where a folder of its path
+    should be, or no permission to write in the nearest folder that exists. ``folder``: ``path`` is a folder to write
+    into (itself, where it exists, must be writable); otherwise a file, written into its parent."""
+    for place in [path, *path.parents] if folder else path.parents:
+        if place.exists():
+            if not place.is_dir():
+                raise NotADirectoryError(f"{what} {path}: {place} is a file, not a folder")
+            if not os.access(place, os.W_OK | os.X_OK):
+                raise PermissionError(f"{what} {path}: no permission to write in {place}")
+            return
+
+
 def prepare_output_dir(path: str | os.PathLike, overwrite: bool, what: str = "--out") -> Path:
     """Create an output folder, refusing to reuse a non-empty one unless ``overwrite``.
 
@@ -115,6 +128,7 @@ def prepare_output_dir(path: str | os.PathLike, overwrite: bool, what: str = "--
         raise FileExistsError(f"{what} {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{what} {out} exists and is not empty; pass --overwrite to write into it")
+    check_writable(out, what, folder=True)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -133,6 +147,18 @@ def remove_earlier_outputs(out: Path, own_outputs: Sequence[str]) -> None:
 
 
 def refuse_existing_file(path: Optional[str | os.PathLike], overwrite: bool, what: str = "--json") -> None:
-    """Stop before any work if the output file ``path`` exists and ``overwrite`` was not given."""
-    if path is not None and Path(path).exists() and not overwrite:
+    """Stop before any work if the output file ``path`` exists and ``overwrite`` was not given, or could not be
+    written (a folder of that name, a file among its folders, no permission)."""
+    if path is None:
+        return
+    check_output_file(Path(path), what)
+    if Path(path).exists() and not overwrite:
         raise FileExistsError(f"{what} {path} exists; pass --overwrite to replace it")
+
+
+def check_output_file(path: Path, what: str) -> None:
+    """Stop before any work if the file ``path`` could not be written at the end of it: a folder of that name, a
+    file among its folders, or no permission."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder; give the name of the file to write")
+    check_writable(path, what)

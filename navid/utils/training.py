@@ -372,11 +372,11 @@ def prepare_run_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     the new run replaces those files. Anything else (metrics, checkpoints, previews) is work, and is refused.
     """
     out = Path(out_dir)
-    if not overwrite and out.is_dir():
+    if not overwrite and out.is_dir() and any(out.iterdir()):
         files = [path for path in out.rglob("*") if not path.is_dir()]
-        if files and all(path.name in LEFT_BY_A_START for path in files):
-            print(f"out_dir {out} holds only what a failed start left ({', '.join(sorted({p.name for p in files}))});"
-                  " starting afresh", flush=True)
+        if all(path.name in LEFT_BY_A_START for path in files):
+            left = ", ".join(sorted({p.name for p in files})) or "empty folders"
+            print(f"out_dir {out} holds only what a failed start left ({left}); starting afresh", flush=True)
             return out
     return prepare_output_dir(out, overwrite, what="out_dir")
 
