@@ -146,6 +146,10 @@ class TrainerConfig:
                 raise ValueError(f"key 'trainer.{key}' must be positive, got {getattr(self, key)}")
         if self.limit_val_batches < 0:
             raise ValueError(f"key 'trainer.limit_val_batches' must be >= 0, got {self.limit_val_batches}")
+        if self.max_time_minutes is not None and not self.max_time_minutes > 0:
+            raise ValueError(f"key 'trainer.max_time_minutes' must be positive (or null), got {self.max_time_minutes}")
+        if self.gradient_clip_val < 0:
+            raise ValueError(f"key 'trainer.gradient_clip_val' must be >= 0 (0 = off), got {self.gradient_clip_val}")
         if self.precision in HALF_WEIGHT_PRECISIONS:
             raise ValueError(
                 f"key 'trainer.precision': '{self.precision}' keeps the weights and their EMA copy in half "
@@ -179,7 +183,12 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ValueError(f"key 'optim.lr' must be positive, got {self.lr}")
-        if len(self.betas) != 2:
-            raise ValueError("key 'optim.betas' must have two values")
+        if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise ValueError(f"key 'optim.betas' must be two values in [0, 1), got {list(self.betas)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("key 'optim.ema_decay' must be in [0, 1)")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"key 'optim.min_lr_ratio' must be in [0, 1], got {self.min_lr_ratio}")
+        for key in ("warmup_steps", "weight_decay"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"key 'optim.{key}' must be >= 0, got {getattr(self, key)}")

@@ -80,12 +80,35 @@ def test_sharding_is_for_the_generator_with_full_or_bf16_mixed_precision(strateg
     ("trainer.val_every_n_steps=0", "key 'trainer.val_every_n_steps' must be positive"),
     ("trainer.accumulate_grad_batches=0", "key 'trainer.accumulate_grad_batches' must be positive"),
     ("trainer.limit_val_batches=-1", "key 'trainer.limit_val_batches' must be >= 0"),
+    ("trainer.max_time_minutes=-1", "key 'trainer.max_time_minutes' must be positive"),
+    ("optim.min_lr_ratio=5", r"key 'optim.min_lr_ratio' must be in \[0, 1\]"),
+    ("optim.warmup_steps=-5", "key 'optim.warmup_steps' must be >= 0"),
+    # Before: a TypeError / ZeroDivisionError traceback, or an error without the key.
+    ("model.overrides.dim=abc", "key 'model.overrides.dim' must be an integer, got 'abc'"),
+    ("model.overrides.num_heads=0", "model.overrides {'num_heads': 0}: num_heads must be >= 1"),
+    ("model.overrides.depth=-1", "model.overrides {'depth': -1}: .*depth must be >= 1"),
 ])
 def test_bad_values_fail_when_the_config_loads_not_mid_training(override, message):
     from navid.config import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         load_config(GeneratorTrainConfig, CONFIGS / "generator" / "tiny.yaml", ["data.tokens=TOKENS", override])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    # Before: ZeroDivisionError / TypeError / IndexError tracebacks, or errors inside the first epoch without the key.
+    (["model.norm_groups=0"], "key 'model.norm_groups' must be >= 1"),
+    (["model.fsq_levels=[8,x]"], r"key 'model.fsq_levels\[1\]'"),
+    (["model.patch_size=[2,0,4]"], "key 'model.patch_size' needs values >= 1"),
+    (["model.quantizer=vq", "model.vq_codebook_size=0"], "key 'model.vq_codebook_size' must be >= 1"),
+    (["data.resolution=60"], r"key 'data.resolution' \(60\) is not divisible by the tokenizer's compression 4x8x8"),
+    (["loss.perceptual_weight=1", "loss.perceptual_layers=[Nope]"], r"key 'loss.perceptual_layers': .*\['Nope'\]"),
+])
+def test_bad_tokenizer_values_fail_when_the_config_loads(overrides, message):
+    from navid.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(TokenizerTrainConfig, CONFIGS / "tokenizer" / "tiny.yaml", ["data.root=ROOT", *overrides])
 
 
 def test_a_yaml_file_that_is_not_a_mapping_names_the_file(tmp_path):

@@ -56,13 +56,22 @@ class GeneratorModelConfig:
         if self.schedule not in SCHEDULE_KINDS:
             raise ValueError(f"key 'model.schedule': unknown schedule '{self.schedule}'; "
                              f"choose one of {', '.join(SCHEDULE_KINDS)}")
-        known = {f.name for f in dataclasses.fields(TransformerConfig)} - set(DATA_DERIVED_FIELDS)
-        for key in self.overrides:
+        fields = {f.name: f for f in dataclasses.fields(TransformerConfig)}
+        known = set(fields) - set(DATA_DERIVED_FIELDS)
+        for key, value in self.overrides.items():
             if key not in known:
                 raise ValueError(
                     f"key 'model.overrides.{key}' is not a transformer setting; known: {', '.join(sorted(known))}"
                     + (" (it comes from the token cache)" if key in DATA_DERIVED_FIELDS else "")
                 )
+            integer = fields[key].type == "int"  # the other fields are floats
+            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+                kind = "an integer" if integer else "a number"
+                raise ValueError(f"key 'model.overrides.{key}' must be {kind}, got {value!r}")
+        try:
+            TransformerConfig(**self.transformer_kwargs())
+        except ValueError as err:
+            raise ValueError(f"model.size={self.size} with model.overrides {dict(self.overrides)}: {err}") from None
 
     def transformer_kwargs(self) -> dict:
         """The size's keyword arguments with the overrides applied (without data-derived fields)."""

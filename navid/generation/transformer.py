@@ -57,6 +57,15 @@ class TransformerConfig:
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
+        for key in ("dim", "num_heads", "multiple_of"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("mlp_ratio", "rope_theta", "norm_eps"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        if not 0 <= self.class_dropout < 1 or self.init_std < 0:
+            raise ValueError(f"need 0 <= class_dropout < 1 (got {self.class_dropout}) and init_std >= 0 "
+                             f"(got {self.init_std})")
         if self.dim % self.num_heads:
             raise ValueError(f"dim={self.dim} must be divisible by num_heads={self.num_heads}")
         if (self.dim // self.num_heads) % 2 or self.dim // self.num_heads < 6:

@@ -55,6 +55,7 @@ _LAYERS = (
     ("mixed", "Mixed_5b"),
     ("mixed", "Mixed_5c"),
 )
+LAYER_NAMES = tuple(layer[1] for layer in _LAYERS if layer[0] != "pool")  # what activations() can return
 
 
 def same_padding(size: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...]) -> list[int]:
@@ -159,8 +160,8 @@ class InceptionI3d(nn.Module):
         if x.ndim != 5 or x.shape[1] != 3:
             raise ValueError(f"I3D expects (B, 3, T, H, W) videos, got shape {tuple(x.shape)}")
         wanted = set(names)
-        if wanted - set(self.blocks):
-            raise ValueError(f"unknown I3D layers {sorted(wanted - set(self.blocks))}; known: {list(self.blocks)}")
+        if wanted - set(LAYER_NAMES):
+            raise ValueError(f"unknown I3D layers {sorted(wanted - set(LAYER_NAMES))}; known: {list(LAYER_NAMES)}")
         out: dict[str, torch.Tensor] = {}
         for layer in self.order:
             if len(out) == len(wanted):
