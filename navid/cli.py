@@ -40,6 +40,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def positive_int(text: str) -> int:
+    """argparse type of counts and sizes: an integer >= 1 (argparse names the flag in its error)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of worker counts and optional counts: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type of frame rates: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and trailing ``key=value`` overrides, shared by config-driven commands."""
     parser.add_argument("--config", help="YAML config file (see configs/)")
@@ -70,6 +94,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except USER_ERRORS as err:
         print(f"navid {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"navid {args.command}: interrupted (Ctrl-C); what was written whole stays (a training run's "
+              "last.ckpt, a token cache's finished shards): --resume or the same command continues", file=sys.stderr)
+        return 130
     except RunStopped as err:  # a NaN/Inf loss or SIGTERM: the message says what --resume continues from
         print(f"navid {args.command}: stopped: {err}", file=sys.stderr)
         return err.exit_status

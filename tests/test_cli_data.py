@@ -36,3 +36,25 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "full" / "x").write_text("")
     assert main(["data", "synth", "--out", str(tmp_path / "full")]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line_and_a_failing_status(tmp_path):
+    # Before: a KeyboardInterrupt traceback (in every command but the training ones, where Lightning catches it).
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "navid.cli", "data", "synth", "--out", str(tmp_path / "ds"), "--classes", "10",
+               "--videos-per-class", "60"]
+    # SIGINT as a terminal delivers it, also where this test runs as a background job (which ignores SIGINT)
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while not any((tmp_path / "ds").rglob("*.avi")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    err = run.communicate(timeout=60)[1]
+    assert run.returncode == 130, err
+    assert "navid data: interrupted (Ctrl-C)" in err and "Traceback" not in err, err

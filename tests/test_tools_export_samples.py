@@ -129,3 +129,22 @@ def test_help_says_when_to_use(capsys):
         ex.main(["--help"])
     assert exit_.value.code == 0
     assert "Use it to cross-check" in ex.__doc__ and "evaluation code reads" in capsys.readouterr().out
+
+
+def test_damaged_inputs_and_bad_numbers_are_one_error(tmp_path, capsys):
+    # Before: torch's advice to load --tokens with weights_only=False (a traceback), numpy's allow_pickle advice for
+    # --npz without the file, and --fps 0 replaced by the default rate.
+    tokenizer, _ = make_tokenizer(tmp_path / "tokenizer.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"garbage")
+    assert ex.main(["--tokens", str(tmp_path / "garbage.pt"), "--tokenizer", str(tokenizer),
+                    "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "garbage.pt: not a readable --tokens checkpoint" in err and "weights_only" not in err, err
+    np.save(tmp_path / "objects.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    shutil.move(tmp_path / "objects.npy", tmp_path / "objects.npz")
+    assert ex.main(["--npz", str(tmp_path / "objects.npz"), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "objects.npz: not a readable --npz of clips" in err and "allow_pickle" not in err, err
+    with pytest.raises(SystemExit):
+        ex.main(["--npz", str(tmp_path / "objects.npz"), "--out", str(tmp_path / "c"), "--fps", "0"])
+    assert "argument --fps: must be positive, got 0.0" in capsys.readouterr().err

@@ -55,6 +55,13 @@ def test_bad_class_ind(tmp_path):
         parse_class_ind(tmp_path / "classInd.txt")
 
 
+def test_a_split_file_that_is_not_text_is_named(tmp_path):
+    # Before: "'utf-8' codec can't decode byte 0xa3 in position 0" without the file.
+    (tmp_path / "classInd.txt").write_bytes(b"\xa3\x00\xff garbage")
+    with pytest.raises(ValueError, match=f"split file {tmp_path / 'classInd.txt'} is not text"):
+        parse_class_ind(tmp_path / "classInd.txt")
+
+
 def copy_dataset(src, dst):
     shutil.copytree(src, dst)
     return dst

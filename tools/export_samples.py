@@ -46,8 +46,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from navid.cli import non_negative_int, positive_float, positive_int
+from navid.config import USER_ERRORS
 from navid.data.video_io import DEFAULT_FPS, VideoReadError, find_videos, read_video, tensor_to_frames, write_video
 from navid.utils.atomic import atomic_path, prepare_output_dir, write_json_atomic
+from navid.utils.checkpoint_file import load_array_file
 
 LAYOUTS = ("mp4", "png", "npz")
 NPZ_NAME = "clips.npz"
@@ -72,11 +75,10 @@ def from_tokens(
     tokens_path: str | Path, tokenizer_path: str | Path, batch_size: int = 16, device: str = "cpu"
 ) -> ClipSource:
     """The clips of ``navid sample``'s ``tokens.pt``, decoded by ``tokenizer_path``."""
-    import torch
-
     from navid.tokenizer.checkpoint import load_tokenizer
+    from navid.utils.checkpoint_file import load_checkpoint_file
 
-    data = torch.load(tokens_path, map_location="cpu", weights_only=True)
+    data = load_checkpoint_file(tokens_path, "--tokens")
     if not isinstance(data, dict) or "tokens" not in data:
         raise ValueError(f"{tokens_path}: not a navid sample tokens.pt (no 'tokens' entry)")
     tokens = data["tokens"]  # (N, T', H', W') int64
@@ -158,7 +160,7 @@ def from_videos(folder: str | Path, frames: Optional[int] = None) -> ClipSource:
 
 def from_npz(path: str | Path) -> ClipSource:
     """The clips (and labels, if stored) of an ``.npz`` with ``arr_0`` (N, T, H, W, 3) uint8."""
-    with np.load(path) as data:
+    with load_array_file(path, "--npz of clips", "give an .npz that tools/export_samples.py or numpy wrote") as data:
         if "arr_0" not in data:
             raise ValueError(f"{path}: no 'arr_0' array (expected uint8 clips of shape (N, T, H, W, 3))")
         videos = data["arr_0"]
@@ -295,21 +297,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder (new or empty unless --overwrite)")
     parser.add_argument("--layout", nargs="+", default=["png"], choices=LAYOUTS, help="layouts to write (default png)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
-    parser.add_argument("--fps", type=float,
+    parser.add_argument("--fps", type=positive_float,
                         help="frame rate of the mp4 layout (default: --tokens' samples.json rate, else 8)")
     parser.add_argument("--tokenizer", help="tokenizer checkpoint that decodes --tokens")
     parser.add_argument("--device", default="cpu", help="device decoding --tokens")
     parser.add_argument(
-        "--num", type=int, default=2048, help="--ucf101: number of real clips (as navid evaluate --num)"
+        "--num", type=positive_int, default=2048, help="--ucf101: number of real clips (as navid evaluate --num)"
     )
     parser.add_argument("--seed", type=int, default=42, help="--ucf101: navid evaluate's --real-seed")
     parser.add_argument("--split", default="train", choices=("train", "test"), help="--ucf101: split (papers: train)")
     parser.add_argument("--fold", type=int, default=1, choices=(1, 2, 3))
-    parser.add_argument("--num-frames", type=int, default=16, help="--ucf101: frames per clip")
-    parser.add_argument("--resolution", type=int, default=128, help="--ucf101: frame size (the generator's)")
-    parser.add_argument("--frames", type=int, default=None, help="--videos: keep the first N frames of each file")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--num-workers", type=int, default=0, help="--ucf101: processes decoding videos")
+    parser.add_argument("--num-frames", type=positive_int, default=16, help="--ucf101: frames per clip")
+    parser.add_argument("--resolution", type=positive_int, default=128, help="--ucf101: frame size (the generator's)")
+    parser.add_argument("--frames", type=positive_int, default=None,
+                        help="--videos: keep the first N frames of each file")
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--num-workers", type=non_negative_int, default=0, help="--ucf101: processes decoding videos")
     return parser
 
 
@@ -348,7 +351,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         source = source_from_args(args)
         out = export(source, args.out, args.layout, args.fps or default_fps(args.tokens), args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError, VideoReadError) as err:
+    except (*USER_ERRORS, VideoReadError) as err:
         print(f"export_samples: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {len(source)} clips to {out} ({', '.join(args.layout)})")

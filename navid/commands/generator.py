@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from navid.cli import DEFAULT_NUM_WORKERS, add_config_arguments
+from navid.cli import DEFAULT_NUM_WORKERS, add_config_arguments, non_negative_int, positive_float, positive_int
 
 SAMPLE_OUTPUTS = ("videos", "grids", "tokens.pt", "samples.json")  # what --overwrite replaces
 
@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_config_arguments(train)
     mode = train.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.ckpt")
+    mode.add_argument("--resume", action="store_true",
+                      help="continue from out_dir/checkpoints/last.ckpt (`touch out_dir/STOP` stops a run at its next "
+                           "logging step with that checkpoint written)")
     mode.add_argument("--overwrite", action="store_true",
                       help="start a new run in a non-empty out_dir: the earlier run's checkpoints/, logs/, "
                            "previews (and STOP) are removed once the config and data have passed their checks")
@@ -38,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which = sample.add_mutually_exclusive_group()
     which.add_argument("--classes", help="comma-separated class ids and/or names (default: all)")
     which.add_argument("--all-classes", action="store_true", help="one grid per class (the default)")
-    sample.add_argument("--per-class", type=int, default=4, help="clips per class")
-    sample.add_argument("--fps", type=float,
+    sample.add_argument("--per-class", type=positive_int, default=4, help="clips per class")
+    sample.add_argument("--fps", type=positive_float,
                         help="frame rate of the written videos (default: the training clips' own, source rate / "
                              "frame stride, where the token cache recorded it; else 8)")
     sample.add_argument("--out", required=True, help="output folder (new or empty unless --overwrite)")
@@ -60,11 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     # ``--num-clips`` spells the same option in a way torchrun's own parser does not mistake for its ``--numa-binding``.
     evaluate.add_argument(
-        "--num", "--num-clips", dest="num", type=int, default=10000, help="generated clips = real clips (papers: 10000)"
+        "--num", "--num-clips", dest="num", type=positive_int, default=10000,
+        help="generated clips = real clips (papers: 10000)"
     )
     evaluate.add_argument("--real-seed", type=int, default=42, help="seed drawing the real chunks (reference code: 42)")
     evaluate.add_argument("--allow-repeats", action="store_true", help="allow --num above the split's distinct chunks")
-    evaluate.add_argument("--num-workers", type=int, default=DEFAULT_NUM_WORKERS,
+    evaluate.add_argument("--num-workers", type=non_negative_int, default=DEFAULT_NUM_WORKERS,
                           help="processes decoding real clips (default: 4, at most the CPU count)")
     evaluate.add_argument("--stats-cache", help="folder caching real I3D features (keyed by protocol and chunks)")
     evaluate.add_argument("--json", help="write the report here (refused if it exists, unless --overwrite)")
@@ -78,10 +81,10 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", required=True, help="tokenizer checkpoint (the one that made the token cache)")
     parser.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
     parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
+    parser.add_argument("--top-k", type=non_negative_int, default=0, help="0 = off")
     parser.add_argument("--top-p", type=float, default=1.0, help="1 = off")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=16, help="clips sampled together")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="clips sampled together")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--raw-weights", action="store_true",
                         help="use the training weights instead of the EMA weights")

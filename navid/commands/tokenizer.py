@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from navid.cli import DEFAULT_NUM_WORKERS, add_config_arguments
+from navid.cli import DEFAULT_NUM_WORKERS, add_config_arguments, non_negative_int, positive_float, positive_int
 
 RECONSTRUCT_OUTPUTS = ("recon_*.gif",)  # what --overwrite replaces in --out
 
@@ -23,21 +23,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train-tokenizer", help="train the 3D video tokenizer")
     add_config_arguments(train)
     mode = train.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.ckpt")
+    mode.add_argument("--resume", action="store_true",
+                      help="continue from out_dir/checkpoints/last.ckpt (`touch out_dir/STOP` stops a run at its next "
+                           "logging step with that checkpoint written)")
     mode.add_argument("--overwrite", action="store_true",
                       help="start a new run in a non-empty out_dir: the earlier run's checkpoints/, logs/, previews, "
                            "tokenizer.pt (and STOP) are removed once the config and data have passed their checks")
-    train.add_argument("--max-time", type=float, default=None,
+    train.add_argument("--max-time", type=positive_float, default=None,
                        help="stop after this many minutes (= trainer.max_time_minutes)")
     train.set_defaults(func=run_train)
 
     rec = subparsers.add_parser("reconstruct", help="PSNR/SSIM/codebook usage of a tokenizer on held-out clips")
     _add_data_arguments(rec, default_split="test")
-    rec.add_argument("--num", "--num-clips", dest="num", type=int, default=None,
+    rec.add_argument("--num", "--num-clips", dest="num", type=positive_int, default=None,
                      help="number of clips (default: all), drawn with --seed from the whole split; under torchrun "
                           "spell it --num-clips (torchrun reads --num)")
     rec.add_argument("--out", default=None, help="folder for side-by-side videos (original | reconstruction)")
-    rec.add_argument("--num-videos", type=int, default=4, help="how many side-by-side videos to write")
+    rec.add_argument("--num-videos", type=non_negative_int, default=4, help="how many side-by-side videos to write")
     rec.add_argument("--fvd", action="store_true", help="also compute rFVD (needs navid.metrics.fvd)")
     rec.add_argument("--json", default=None, help="write the report to this JSON file")
     rec.add_argument("--overwrite", action="store_true",
@@ -47,11 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tok = subparsers.add_parser("tokenize", help="encode a dataset split into a token cache")
     _add_data_arguments(tok, default_split="train")
     tok.add_argument("--out", required=True, help="token cache folder")
-    tok.add_argument("--clips-per-video", type=int, default=1, help="K evenly spaced clips per video")
+    tok.add_argument("--clips-per-video", type=positive_int, default=1, help="K evenly spaced clips per video")
     tok.add_argument("--hflip", action="store_true", help="also cache every clip mirrored left-right (2x the grids)")
-    tok.add_argument("--shard-size", type=int, default=512,
+    tok.add_argument("--shard-size", type=positive_int, default=512,
                      help="clips per shard: a killed run loses at most one shard per rank, a rerun continues")
-    tok.add_argument("--max-shards", type=int, default=None,
+    tok.add_argument("--max-shards", type=positive_int, default=None,
                      help="write at most this many shards in this run (split a long job over several sessions)")
     tok.add_argument("--overwrite", action="store_true",
                      help="start again in a non-empty --out (replaces a finished cache, drops unfinished shards)")
@@ -64,11 +66,12 @@ def _add_data_arguments(parser: argparse.ArgumentParser, default_split: str) -> 
     parser.add_argument("--split", default=default_split, choices=("train", "test"))
     parser.add_argument("--fold", type=int, default=1, choices=(1, 2, 3))
     trained = "default: as the tokenizer was trained (its file records it)"
-    parser.add_argument("--num-frames", type=int, default=None, help=f"frames per clip ({trained})")
-    parser.add_argument("--resolution", type=int, default=None, help=f"frame size in pixels ({trained})")
-    parser.add_argument("--frame-stride", type=int, default=None, help=f"source frames per clip frame ({trained})")
-    parser.add_argument("--batch-size", type=int, default=8, help="clips encoded together (per rank)")
-    parser.add_argument("--num-workers", type=int, default=DEFAULT_NUM_WORKERS,
+    parser.add_argument("--num-frames", type=positive_int, default=None, help=f"frames per clip ({trained})")
+    parser.add_argument("--resolution", type=positive_int, default=None, help=f"frame size in pixels ({trained})")
+    parser.add_argument("--frame-stride", type=positive_int, default=None,
+                        help=f"source frames per clip frame ({trained})")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="clips encoded together (per rank)")
+    parser.add_argument("--num-workers", type=non_negative_int, default=DEFAULT_NUM_WORKERS,
                         help="DataLoader processes decoding video (0: none; default: 4, at most the CPU count)")
     parser.add_argument("--device", default="auto",
                         help="auto (cuda when present, else cpu), cpu, cuda or cuda:N; "

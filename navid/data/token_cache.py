@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from navid import __version__
 from navid.data.resumable_order import training_loader
 from navid.utils.atomic import atomic_path, write_json_atomic
+from navid.utils.checkpoint_file import load_array_file
 
 CACHE_FORMAT = "navid-token-cache/1"
 SHARDS_FORMAT = "navid-token-shards/1"
@@ -60,20 +61,6 @@ def read_json_file(path: Path, what: str) -> dict:
     return value
 
 
-def load_array_file(path: Path, what: str, remedy: str, mmap: bool = False):
-    """An ``.npy`` array or ``.npz`` archive, or :class:`TokenCacheError` naming the file, what it should be and
-    ``remedy``.
-
-    Never loads pickled objects, and never passes on numpy's advice to allow them.
-    """
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except FileNotFoundError:
-        raise TokenCacheError(f"{path}: missing ({what}); {remedy}") from None
-    except (ValueError, OSError, EOFError) as err:
-        objects = "pickle" in str(err) or "Python objects" in str(err)
-        reason = "it holds Python objects, not numbers" if objects else str(err)
-        raise TokenCacheError(f"{path}: not a readable {what} ({reason}); {remedy}") from None
 
 
 def write_token_cache(
@@ -118,6 +105,11 @@ def write_token_cache(
     }
     write_json_atomic(out / "meta.json", meta)
     return out
+
+
+def _cache_array(path: Path, what: str, mmap: bool = False):
+    """One array of a finished cache, or :class:`TokenCacheError` naming it."""
+    return load_array_file(path, what, RETOKENIZE, mmap=mmap, error=TokenCacheError)
 
 
 class TokenCacheShards:
@@ -204,7 +196,7 @@ class TokenCacheShards:
         tokens, labels = [], []
         for s in range(self.num_shards):
             remedy = "remove it and rerun the same command to encode it again"
-            with load_array_file(self.path(s), "token shard", remedy) as shard:
+            with load_array_file(self.path(s), "token shard", remedy, error=TokenCacheError) as shard:
                 if set(shard.files) != {"tokens", "labels"}:
                     held = sorted(shard.files)
                     raise TokenCacheError(f"{self.path(s)}: not a token shard (it holds {held}); {remedy}")
@@ -239,8 +231,8 @@ class TokenCache(Dataset):
                 f"but this run uses tokenizer {expected_fingerprint}; re-run `navid tokenize` with it"
             )
         self.meta = meta
-        self.tokens = load_array_file(self.root / "tokens.npy", "token array", RETOKENIZE, mmap=True)
-        self.labels = load_array_file(self.root / "labels.npy", "label array", RETOKENIZE)
+        self.tokens = _cache_array(self.root / "tokens.npy", "token array", mmap=True)
+        self.labels = _cache_array(self.root / "labels.npy", "label array")
         if self.tokens.shape[0] != meta["num_clips"] or list(self.tokens.shape[1:]) != meta["grid"]:
             raise TokenCacheError(f"{self.root}/tokens.npy has shape {self.tokens.shape}, "
                                   f"meta.json says {meta['num_clips']} x {meta['grid']}")
@@ -249,7 +241,7 @@ class TokenCache(Dataset):
                                   f"meta.json says {meta['num_clips']} clips")
         groups = self.root / "groups.npy"
         self.groups: Optional[np.ndarray] = (  # (N,) int64
-            load_array_file(groups, "group array", RETOKENIZE) if groups.is_file() else None)
+            _cache_array(groups, "group array") if groups.is_file() else None)
         if self.groups is not None and self.groups.shape != (meta["num_clips"],):
             raise TokenCacheError(f"{groups} has shape {self.groups.shape}, meta.json says {meta['num_clips']} clips")
 

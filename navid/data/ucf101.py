@@ -76,7 +76,10 @@ def _holds_class_folders(folder: Path, split_dir: Path) -> bool:
 def _lines(path: Path) -> list[tuple[int, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"split file {path} does not exist")
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"split file {path} is not text ({err.reason} at byte {err.start})") from None
     return [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 

@@ -336,5 +336,7 @@ def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
 
 
 def find_videos(root: str | os.PathLike) -> list[Path]:
-    """Every file under ``root`` (recursively) with a video suffix, sorted."""
-    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    """Every file under ``root`` (recursively) with a video suffix, sorted; hidden files (a killed writer's
+    ``.name.tmp.mp4``) are not videos."""
+    return sorted(p for p in Path(root).rglob("*")
+                  if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."))

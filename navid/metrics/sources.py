@@ -35,6 +35,20 @@ class SourceOptions:
     num_workers: int = 0  # processes decoding a UCF-101 root's chunks
 
 
+def check_source(src: str | Path, option: str) -> None:
+    """Stop before any features are computed if ``src`` cannot be an FVD side: neither a folder nor a readable
+    ``.npz`` statistics file (loaded here, so a damaged one stops the command before the other side's features are
+    computed), or a ``navid sample`` output folder, whose ``grids/`` would be counted as clips."""
+    src = Path(src)
+    if src.suffix == ".npz":
+        FeatureStats.load(src)
+    elif not src.is_dir():
+        raise FileNotFoundError(f"{option} {src}: no such folder or .npz statistics file")
+    elif (src / "samples.json").is_file() and (src / "videos").is_dir():
+        raise ValueError(f"{option} {src} is a `navid sample` output folder: pass {src / 'videos'} (its grids/ "
+                         "are class overviews, not clips)")
+
+
 def source_stats(src: str | Path, detector: torch.nn.Module, options: SourceOptions) -> FeatureStats:
     """Feature statistics of ``src``.
 

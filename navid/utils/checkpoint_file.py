@@ -1,4 +1,5 @@
-"""Reading a checkpoint file a user named: ``torch.load(weights_only=True)`` with errors that name the file.
+"""Reading a checkpoint or array file a user named: ``torch.load(weights_only=True)`` / ``np.load`` with errors that
+name the file.
 
 torch's own messages for a broken file are a ``KeyError`` on a text file, a ``BadZipFile`` on a truncated
 one, or advice to retry with ``weights_only=False`` (running whatever the file holds): none says which
@@ -11,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -35,3 +37,19 @@ def load_checkpoint_file(path: str | os.PathLike, what: str, mmap: bool = False)
             detail = f"{type(err).__name__}: {message.splitlines()[0][:120] if message else ''}".rstrip(": ")
         raise ValueError(f"{path}: not a readable {what} checkpoint ({detail}); is it a complete copy of the "
                          "file navid wrote?") from None
+
+
+def load_array_file(path: str | os.PathLike, what: str, remedy: str, mmap: bool = False,
+                    error: type[ValueError] = ValueError) -> Any:
+    """An ``.npy`` array or ``.npz`` archive, or ``error`` naming the file, ``what`` it should be and ``remedy``.
+
+    Never loads pickled objects, and never passes on numpy's advice to allow them.
+    """
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise error(f"{path}: missing ({what}); {remedy}") from None
+    except (ValueError, OSError, EOFError) as err:
+        objects = "pickle" in str(err) or "Python objects" in str(err)
+        reason = "it holds Python objects, not numbers" if objects else str(err)
+        raise error(f"{path}: not a readable {what} ({reason}); {remedy}") from None
