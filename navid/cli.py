@@ -70,6 +70,19 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
+def add_training_run_arguments(parser: argparse.ArgumentParser, outputs: str) -> None:
+    """``--config``, overrides and the ``--resume`` / ``--overwrite`` choice of a training command; ``outputs`` names
+    what ``--overwrite`` removes besides the run's checkpoints, logs and STOP file."""
+    add_config_arguments(parser)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="continue from out_dir/checkpoints/last.ckpt (`touch out_dir/STOP` stops a run at its next "
+                           "logging step with that checkpoint written)")
+    mode.add_argument("--overwrite", action="store_true",
+                      help=f"start a new run in a non-empty out_dir: the earlier run's checkpoints/, logs/, {outputs} "
+                           "and STOP are removed once the config and data have passed their checks")
+
+
 def parse_arguments(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """Parse ``argv``; ``key=value`` overrides may also come after a command's flags (``--resume trainer.max_steps=9``).
 

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from navid.cli import DEFAULT_NUM_WORKERS, add_config_arguments, non_negative_int, positive_float, positive_int
+from navid.cli import DEFAULT_NUM_WORKERS, add_training_run_arguments, non_negative_int, positive_float, positive_int
 
 SAMPLE_OUTPUTS = ("videos", "grids", "tokens.pt", "samples.json")  # what --overwrite replaces
 
@@ -25,14 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a generator: navid train --config configs/generator/tiny.yaml data.tokens=DIR "
                     "model.schedule=nar",
     )
-    add_config_arguments(train)
-    mode = train.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true",
-                      help="continue from out_dir/checkpoints/last.ckpt (`touch out_dir/STOP` stops a run at its next "
-                           "logging step with that checkpoint written)")
-    mode.add_argument("--overwrite", action="store_true",
-                      help="start a new run in a non-empty out_dir: the earlier run's checkpoints/, logs/, "
-                           "previews (and STOP) are removed once the config and data have passed their checks")
+    add_training_run_arguments(train, outputs="samples/ (previews)")
     train.set_defaults(func=run_train)
 
     sample = subparsers.add_parser("sample", help="generate class-conditional clips with a trained generator")

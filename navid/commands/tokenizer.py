@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from navid.cli import DEFAULT_NUM_WORKERS, add_config_arguments, non_negative_int, positive_float, positive_int
+from navid.cli import DEFAULT_NUM_WORKERS, add_training_run_arguments, non_negative_int, positive_float, positive_int
 
 RECONSTRUCT_OUTPUTS = ("recon_*.gif",)  # what --overwrite replaces in --out
 
@@ -21,14 +21,7 @@ if TYPE_CHECKING:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train-tokenizer", help="train the 3D video tokenizer")
-    add_config_arguments(train)
-    mode = train.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true",
-                      help="continue from out_dir/checkpoints/last.ckpt (`touch out_dir/STOP` stops a run at its next "
-                           "logging step with that checkpoint written)")
-    mode.add_argument("--overwrite", action="store_true",
-                      help="start a new run in a non-empty out_dir: the earlier run's checkpoints/, logs/, previews, "
-                           "tokenizer.pt (and STOP) are removed once the config and data have passed their checks")
+    add_training_run_arguments(train, outputs="reconstructions/ (previews), tokenizer.pt")
     train.add_argument("--max-time", type=positive_float, default=None,
                        help="stop after this many minutes (= trainer.max_time_minutes)")
     train.set_defaults(func=run_train)
