@@ -14,8 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Synthesise the embedded dataset, train the tiny tokenizer and a tiny NAR generator, sample every "
         "class, compute FVD/KVD and the per-class verdict against real clips and a random-token baseline, and time NAR "
         "vs PAR-4x vs raster. Training runs fixed step counts, so every machine does the same training (the numbers "
-        "agree closely across machines, bit for bit on one machine). Default ≈ 13-14 min on a 2-core CPU; --quick ≈ "
-        "1-3 min.",
+        "agree closely across machines, bit for bit on one machine). Default ≈ 12.5-13.5 min on a 2-core CPU; "
+        "--quick ≈ 1-3 min.",
     )
     demo.add_argument("--out", default="demo_out", help="output folder (new or empty unless --overwrite)")
     demo.add_argument("--quick", action="store_true", help="a smoke-test-sized run (≈ 1-3 minutes)")
