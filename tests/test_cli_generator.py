@@ -130,9 +130,10 @@ def test_sample_rejects_bad_input(trained, tmp_path, capsys, monkeypatch):
     assert "0=Apple, 1=Banana, 2=Cherry" in capsys.readouterr().err
     assert main([*base, "--classes", "1,banana"]) == 2  # one class twice: its clips would share file names
     assert "class 1=Banana twice ('banana')" in capsys.readouterr().err and not (tmp_path / "o").exists()
-    assert main([*base, "--per-class", "0"]) == 2
-    assert main([*base, "--fps", "0"]) == 2
-    assert "--fps must be positive" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    for flag, value, says in (("--per-class", "0", "must be at least 1"), ("--fps", "0", "must be positive")):
+        with pytest.raises(SystemExit):  # argparse's own exit, naming the flag
+            main([*base, flag, value])
+        assert f"argument {flag}: {says}" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert main([*base, "--top-p", "0"]) == 2
     assert main(["sample", "--generator", str(tokenizer), "--tokenizer", str(tokenizer),
                  "--out", str(tmp_path / "o")]) == 2

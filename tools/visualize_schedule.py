@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from navid.cli import positive_float
 from navid.config import USER_ERRORS
 from navid.data.video_io import write_video
 from navid.generation.schedule import Schedule, build_schedule
@@ -236,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--png", help="write the still (each token coloured by its step) here")
     parser.add_argument("--gif", help="write the step-by-step animation here as a GIF")
     parser.add_argument("--mp4", help="write the step-by-step animation here as an MP4")
-    parser.add_argument("--fps", type=float, default=12.0, help="animation frame rate (one frame per forward step)")
+    parser.add_argument("--fps", type=positive_float, default=12.0,
+                        help="animation frame rate (one frame per forward step)")
     parser.add_argument(
         "--cell", type=int, default=None, help="pixels per token (default: a panel of about 128 pixels)"
     )
@@ -250,9 +252,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.cell is not None and args.cell < 4:
         print(f"visualize_schedule: error: --cell must be at least 4 pixels, got {args.cell}", file=sys.stderr)
-        return 2
-    if args.fps <= 0:
-        print(f"visualize_schedule: error: --fps must be positive, got {args.fps}", file=sys.stderr)
         return 2
     try:
         schedules = [build_schedule(kind, tuple(args.grid)) for kind in args.kinds]

@@ -94,8 +94,6 @@ def _load_models(args: argparse.Namespace):
     from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
     from navid.utils.distributed import resolve_device
 
-    if args.batch_size <= 0:
-        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     sampling = SamplingConfig(cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               seed=args.seed,
                               compile=args.compile)
@@ -123,10 +121,6 @@ def run_sample(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError(f"navid sample runs in one process; {os.environ['WORLD_SIZE']} torchrun ranks would each "
                          "write the same --out. Run it without torchrun (navid evaluate shares generation out)")
-    if args.per_class <= 0:
-        raise ValueError(f"--per-class must be positive, got {args.per_class}")
-    if args.fps is not None and args.fps <= 0:
-        raise ValueError(f"--fps must be positive, got {args.fps}")
     model, schedule, meta, tokenizer, sampling, device = _load_models(args)
     fps = args.fps or _clip_fps(meta)
     names = meta["class_names"]

@@ -302,8 +302,6 @@ def run_tokenize(args: argparse.Namespace) -> int:
     from navid.tokenizer.checkpoint import load_tokenizer, tokenizer_fingerprint
     from navid.utils.distributed import distributed_run, from_rank0
 
-    if args.clips_per_video < 1:
-        raise ValueError(f"--clips-per-video must be >= 1, got {args.clips_per_video}")
     with distributed_run(args.device) as ctx:
         tokenizer = load_tokenizer(args.tokenizer, map_location=ctx.device)
         geometry = clip_geometry(args, tokenizer)
