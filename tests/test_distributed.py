@@ -65,7 +65,7 @@ def _listing_worker(rank: int, port: int, views: list, out) -> None:
         raise failure
 
     errors = []
-    for failure in (ValueError("bad --out"), PermissionError("denied")):  # rank 0 fails: nobody waits for it
+    for failure in (ValueError("bad --out"), OSError("disk gone")):  # rank 0 fails: nobody waits for it
         try:
             from_rank0(lambda: fails(failure))
         except Exception as err:
@@ -90,6 +90,6 @@ def test_ranks_whose_file_views_differ_take_rank_0s_listing_and_its_errors(tmp_p
     mp.spawn(_listing_worker, args=(port, [str(v) for v in views], out), nprocs=2, join=True)
     assert out[0][0] == out[1][0] == ["shard_0002", "shard_0003"]
     # a bad-input error reaches every rank as itself; any other as a RuntimeError quoting rank 0's
-    assert out[0][1] == ["ValueError: bad --out", "PermissionError: denied"]
-    assert out[1][1] == ["ValueError: bad --out", "RuntimeError: rank 0 stopped: denied"]
+    assert out[0][1] == ["ValueError: bad --out", "OSError: disk gone"]
+    assert out[1][1] == ["ValueError: bad --out", "RuntimeError: rank 0 stopped: disk gone"]
     assert from_rank0(lambda: "one process") == "one process"
