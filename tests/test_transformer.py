@@ -99,7 +99,8 @@ def _saved_nar_generator(tmp_path, record_taps: bool):
     from navid.generation.config import GeneratorTrainConfig
     from navid.generation.lightning_module import GeneratorModule
 
-    meta = dict(grid=[2, 2, 2], class_names=["a", "b"], tokenizer_fingerprint="f", vocab_size=16, num_classes=2)
+    meta = dict(grid=[2, 2, 2], class_names=["a", "b"], tokenizer_fingerprint="f", vocab_size=16, num_classes=2,
+                num_clips=4)
     module = GeneratorModule(GeneratorTrainConfig(), meta)
     checkpoint = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(checkpoint)
