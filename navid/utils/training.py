@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -164,18 +166,42 @@ class StopFile(StepEndCallback):
 
 class StopOnSigterm(StepEndCallback):
     """A single-process run sent SIGTERM stops at the end of the optimizer step it is in, where
-    :class:`RunCheckpoints` writes ``last.ckpt`` as for a ``STOP`` file; Lightning then ends ``fit`` with its
-    ``SIGTERMException`` (which :func:`sigterm_reported` reports).
+    :class:`RunCheckpoints` writes ``last.ckpt`` as for a ``STOP`` file; :func:`sigterm_reported` then reports it.
 
-    Lightning ends the run at the end of the batch that received the signal, so under gradient accumulation a
-    signal that arrives between step ends leaves the previous checkpoint. With several ranks Lightning ends every
-    rank at the start of the next batch, where no rank could take part in a checkpoint's collective: the ``STOP``
-    file (what the SLURM templates touch on SIGUSR1) is the way to stop those with a checkpoint.
+    For the run, this callback's handler replaces Lightning's, which ends ``fit`` at the end of the batch that
+    received the signal: a signal arriving after a step's checkpoint hook but before Lightning's own check (or
+    between the batches of an accumulated step) would leave no checkpoint of that step. With several ranks
+    Lightning's handler stays: it ends every rank at the start of the next batch, where no rank could take part in
+    a checkpoint's collective, and the ``STOP`` file (what the SLURM templates touch on SIGUSR1) is the way to stop
+    those with a checkpoint.
     """
 
+    def __init__(self) -> None:
+        self.received = False
+        self._lightning_handler: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # after Lightning's handlers
+        if trainer.world_size == 1 and threading.current_thread() is threading.main_thread():
+            self._lightning_handler = signal.signal(signal.SIGTERM, self._note)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.received = True
+
     def on_step_end(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
-        if trainer.world_size == 1 and trainer.received_sigterm:
+        if self.received:
             trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        """Hand SIGTERM back to Lightning before its teardown puts back the handlers from before the run."""
+        if self._lightning_handler is not None:
+            signal.signal(signal.SIGTERM, self._lightning_handler)
+            self._lightning_handler = None
 
 
 class RunCheckpoints(StepEndCallback, Checkpoint):
@@ -324,18 +350,26 @@ def sigterm_reported(trainer: L.Trainer) -> Iterator[None]:
     continues from."""
     try:
         yield
-    except SIGTERMException:
-        step = trainer.global_step
-        checkpoints = next((c for c in trainer.callbacks if isinstance(c, RunCheckpoints)), None)
-        if checkpoints is not None and checkpoints.saved_step == step:
-            where = f"{checkpoints.last} holds step {step}, and --resume continues from it"
-        elif checkpoints is not None and checkpoints.saved_step is not None:
-            where = f"--resume continues from {checkpoints.last} (step {checkpoints.saved_step})"
-        elif checkpoints is not None and checkpoints.last.is_file():
-            where = f"--resume continues from {checkpoints.last}, written before this process started"
-        else:
-            where = "no checkpoint was written"
-        raise StoppedBySigterm(f"SIGTERM at step {step}: {where}") from None
+    except SIGTERMException:  # several ranks: Lightning's handler ended the run
+        raise StoppedBySigterm(_sigterm_message(trainer)) from None
+    stop = next((c for c in trainer.callbacks if isinstance(c, StopOnSigterm)), None)
+    if stop is not None and stop.received and trainer.global_step < trainer.max_steps:
+        raise StoppedBySigterm(_sigterm_message(trainer))
+
+
+def _sigterm_message(trainer: L.Trainer) -> str:
+    """Where a run stopped by SIGTERM stopped, and what ``--resume`` continues from."""
+    step = trainer.global_step
+    checkpoints = next((c for c in trainer.callbacks if isinstance(c, RunCheckpoints)), None)
+    if checkpoints is not None and checkpoints.saved_step == step:
+        where = f"{checkpoints.last} holds step {step}, and --resume continues from it"
+    elif checkpoints is not None and checkpoints.saved_step is not None:
+        where = f"--resume continues from {checkpoints.last} (step {checkpoints.saved_step})"
+    elif checkpoints is not None and checkpoints.last.is_file():
+        where = f"--resume continues from {checkpoints.last}, written before this process started"
+    else:
+        where = "no checkpoint was written"
+    return f"SIGTERM at step {step}: {where}"
 
 
 def leave_process_group(trainer: L.Trainer) -> None:
