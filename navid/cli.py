@@ -108,8 +108,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"navid {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"navid {args.command}: interrupted (Ctrl-C); what was written whole stays (a training run's "
-              "last.ckpt, a token cache's finished shards): --resume or the same command continues", file=sys.stderr)
+        print(f"navid {args.command}: interrupted (Ctrl-C); no file was left half-written (tokenize continues from its "
+              "finished shards when run again)", file=sys.stderr)
         return 130
     except RunStopped as err:  # a NaN/Inf loss or SIGTERM: the message says what --resume continues from
         print(f"navid {args.command}: stopped: {err}", file=sys.stderr)

@@ -90,10 +90,12 @@ def test_a_damaged_shard_is_named_with_what_to_do(tmp_path):
     shards = TokenCacheShards.prepare(tmp_path / "out", {"data": "x"}, num_items=4, shard_size=2, overwrite=False)
     for shard in range(shards.num_shards):
         shards.write(shard, np.zeros((2, 1, 2, 2), dtype=np.int64), np.zeros(2, dtype=np.int64))
-    shards.path(1).write_bytes(b"garbage")
-    with pytest.raises(TokenCacheError, match="remove it and rerun the same command to encode it again") as refused:
-        shards.finish(vocab_size=4, class_names=["a"], tokenizer_fingerprint="f")
-    assert str(shards.path(1)) in str(refused.value)
+    whole = shards.path(1).read_bytes()
+    for damaged in (b"garbage", whole[: len(whole) // 2]):  # a truncated archive: zipfile's BadZipFile before
+        shards.path(1).write_bytes(damaged)
+        with pytest.raises(TokenCacheError, match="remove it and rerun the same command to encode it again") as refused:
+            shards.finish(vocab_size=4, class_names=["a"], tokenizer_fingerprint="f")
+        assert str(shards.path(1)) in str(refused.value)
     (shards.dir / "plan.json").write_text("{bad")
     with pytest.raises(TokenCacheError, match="token-shard plan"):
         TokenCacheShards(tmp_path / "out")

@@ -234,8 +234,9 @@ def run_train(args: argparse.Namespace) -> int:
     # Under DDP every rank runs this command; only rank 0 judges and prepares the folder
     # (the others would find it already made by rank 0).
     if args.resume:
-        check_resume_settings(out, to_dict(cfg), stored_at=("navid", "config"))
-        check_resume_tokens(last_checkpoint(out), cache)
+        checkpoint = check_resume_settings(out, to_dict(cfg), stored_at=("navid", "config"))
+        if checkpoint is not None:
+            check_resume_tokens(last_checkpoint(out), checkpoint["navid"], cache)
     if rank_zero_only.rank == 0:
         if not args.resume:
             prepare_run_dir(out, args.overwrite)

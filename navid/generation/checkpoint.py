@@ -40,17 +40,14 @@ def token_clip_fps(token_clips: dict) -> Optional[float]:
     return rate / token_clips.get("frame_stride", 1) if rate else None
 
 
-def check_resume_tokens(path: Path, cache: TokenCache) -> None:
-    """Refuse ``--resume`` from ``path`` on another token cache than the run trained on (another tokenizer, grid,
-    class list or number of token grids).
+def check_resume_tokens(path: Path, meta: dict, cache: TokenCache) -> None:
+    """Refuse ``--resume`` from ``path`` (whose ``"navid"`` record is ``meta``) on another token cache than the run
+    trained on (another tokenizer, grid, class list or number of token grids).
 
     The checkpoint records the tokenizer, grid and classes that ``sample`` and ``evaluate`` trust, and the resumed
     data order continues the run's only over the same rows. Checkpoints written before the number of token grids
     was recorded are checked without it.
     """
-    if not path.is_file():
-        return  # resume_checkpoint says so
-    meta = load_checkpoint_file(path, "--resume", mmap=True).get("navid", {})
     changed = [f"{name} {old} -> {new}" for name, old, new in (
         ("tokenizer", meta.get("tokenizer_fingerprint"), cache.fingerprint),
         ("grid", meta.get("grid"), list(cache.grid)),

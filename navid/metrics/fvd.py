@@ -20,6 +20,7 @@ from torchmetrics import Metric
 
 from navid.metrics.i3d import NUM_CLASSES, load_i3d
 from navid.utils.atomic import atomic_path
+from navid.utils.checkpoint_file import load_array_file
 
 RESOLUTION = 224
 RESIZE_METHOD = "F.interpolate bilinear align_corners=False antialias=False to 224x224"
@@ -184,12 +185,13 @@ class FeatureStats:
         naming it, never numpy's advice to load it with ``allow_pickle``."""
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such feature-statistics file")
-        damaged = f"{path}: not a readable feature-statistics file ({{}}); is it a complete copy of what navid wrote?"
-        try:
-            with np.load(path, allow_pickle=False) as z:
+        what, remedy = "feature-statistics file", "is it a complete copy of what navid wrote?"
+        damaged = f"{path}: not a readable {what} ({{}}); {remedy}"
+        with load_array_file(path, what, remedy) as z:
+            try:
                 arrays = {name: z[name] for name in z.files}
-        except Exception as err:  # numpy and zipfile raise many kinds for damaged files
-            raise ValueError(damaged.format(type(err).__name__)) from None
+            except Exception as err:  # a member damaged after the archive's index: numpy and zipfile raise many kinds
+                raise ValueError(damaged.format(type(err).__name__)) from None
         missing = {"mean", "cov", "count", "provenance"} - set(arrays)
         if missing:
             raise ValueError(f"{path}: not a navid feature-statistics file (missing {sorted(missing)})")

@@ -151,8 +151,9 @@ def refuse_existing_file(path: Optional[str | os.PathLike], overwrite: bool, wha
     written (a folder of that name, a file among its folders, no permission)."""
     if path is None:
         return
-    check_output_file(Path(path), what)
-    if Path(path).exists() and not overwrite:
+    path = Path(path)
+    check_output_file(path, what)
+    if path.exists() and not overwrite:
         raise FileExistsError(f"{what} {path} exists; pass --overwrite to replace it")
 
 

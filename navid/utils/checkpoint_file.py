@@ -9,6 +9,7 @@ argument was wrong, and the last invites an unsafe load of a file that is simply
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def load_array_file(path: str | os.PathLike, what: str, remedy: str, mmap: bool 
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
         raise error(f"{path}: missing ({what}); {remedy}") from None
-    except (ValueError, OSError, EOFError) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         objects = "pickle" in str(err) or "Python objects" in str(err)
         reason = "it holds Python objects, not numbers" if objects else str(err)
         raise error(f"{path}: not a readable {what} ({reason}); {remedy}") from None

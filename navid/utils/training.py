@@ -459,17 +459,19 @@ def resumable_order_understood() -> Iterator[None]:
 FIXED_ON_RESUME = ("model", "optim")  # what the checkpoint's weights and optimizer state were made with
 
 
-def check_resume_settings(out_dir: str | os.PathLike, current: dict, stored_at: tuple[str, ...]) -> None:
-    """Refuse ``--resume`` with other ``model.*`` / ``optim.*`` settings than ``last.ckpt`` was trained with.
+def check_resume_settings(out_dir: str | os.PathLike, current: dict, stored_at: tuple[str, ...]) -> Optional[dict]:
+    """Refuse ``--resume`` with other ``model.*`` / ``optim.*`` settings than ``last.ckpt`` was trained with; return
+    the checkpoint (memory-mapped: only what is read is loaded) for further checks, or ``None`` when there is none.
 
     Restoring the optimizer puts back the old learning rate, weight decay and betas, so new values would be
     recorded in the run's config but not used; a new model shape would not load. ``stored_at`` is the key path
-    of the stored config in the checkpoint. The file is memory-mapped: only the config is read.
+    of the stored config in the checkpoint.
     """
     path = last_checkpoint(out_dir)
     if not path.is_file():
-        return  # resume_checkpoint says so
-    stored = load_checkpoint_file(path, "--resume", mmap=True)
+        return None  # resume_checkpoint says so
+    checkpoint = load_checkpoint_file(path, "--resume", mmap=True)
+    stored = checkpoint
     for key in stored_at:
         stored = stored[key]
     changed = [f"{section}.{key}: {old!r} -> {current[section].get(key)!r}"
@@ -479,6 +481,7 @@ def check_resume_settings(out_dir: str | os.PathLike, current: dict, stored_at: 
         raise ConfigError(f"--resume from {path}: these settings cannot change when resuming, the checkpoint's "
                           f"weights and optimizer state were made with the old values ({'; '.join(changed)}); "
                           "resume with them, or start a new run")
+    return checkpoint
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
